@@ -15,6 +15,7 @@ and, given labels, compute alarm metrics (:func:`alarm_metrics`).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from edgewise.detect import (
     get_detector,
 )
 from edgewise.detect.drift_residual import MIN_SPAN_READINGS
+from edgewise.detect.mahalanobis import warm_count
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import (
     SCORE_COLUMNS,
@@ -664,22 +666,38 @@ def _most_metrics(detector: str) -> int:
                inspect.signature(DETECTORS[detector]).parameters["max_metrics"].default)
 
 
+def _readings_to_warm(det: Mahalanobis, columns: int) -> float:
+    """The readings of its own a column needs before ``det`` scores it, with ``columns``
+    tracked (:func:`~edgewise.detect.mahalanobis.warm_count`): ``warmup`` up to a third of
+    it in columns, 3 per column past that (90 for 30), ``inf`` past what the window holds.
+
+    >>> [_readings_to_warm(Mahalanobis(), d) for d in (4, 30, 300)]
+    [50.0, 90.0, inf]
+    """
+    return warm_count(columns, float(det.alpha), int(det.warmup))
+
+
 def _first_scored(det: Mahalanobis, X: np.ndarray) -> list[int]:
     """Per column of ``X``, the row (from 0) of the first reading ``det`` scores it on: the
-    one after its ``warmup`` readings of that column (``len(X)`` where none). A row is scored
-    on the warm columns it holds, so the warm-up ends before the first of these.
+    one after its :func:`_readings_to_warm` readings of that column, for the columns read
+    before it (``len(X)`` where none). A row is scored on the warm columns it holds, so the
+    warm-up ends before the first of these.
 
-    >>> X = np.array([[1.0, np.nan], [np.nan, 2.0], [3.0, np.nan], [np.nan, 4.0], [5.0, 6.0]])
-    >>> _first_scored(Mahalanobis(warmup=2), X)
-    [4, 4]
-    >>> _first_scored(Mahalanobis(warmup=1), X)
-    [2, 3]
+    >>> X = np.c_[np.arange(16.0), np.where(np.arange(16) % 2, np.arange(16.0), np.nan)]
+    >>> _first_scored(Mahalanobis(warmup=2), X)  # 2 columns: 6 readings of each
+    [6, 13]
+    >>> _first_scored(Mahalanobis(warmup=10), X)
+    [10, 16]
     """
-    w = int(det.warmup)
+    read = np.isfinite(X)
+    before = np.cumsum(read, axis=0) - read  # each column's readings learned before a row
+    # the readings a column needs at a row, by the columns tracked then (those read before)
+    tracked = (before > 0).sum(axis=1)
+    need = np.array([_readings_to_warm(det, int(d)) for d in range(X.shape[1] + 1)])[tracked]
     first = []
     for j in range(X.shape[1]):
-        rows = np.flatnonzero(np.isfinite(X[:, j]))
-        first.append(int(rows[w]) if len(rows) > w else len(X))
+        rows = np.flatnonzero(read[:, j] & (before[:, j] >= need))
+        first.append(int(rows[0]) if len(rows) else len(X))
     return first
 
 
@@ -687,13 +705,21 @@ def _late_note(det: Mahalanobis, X: np.ndarray, columns: Sequence[str], first: l
                start: int) -> str:
     """The note naming the columns that ``det`` does not yet score in rows past ``start``
     (the warm-up, or the training rows) where they hold a reading: each is scored from its
-    row in ``first`` (:func:`_first_scored`) on, or in no row; ``""`` where none is.
+    row in ``first`` (:func:`_first_scored`) on, or in no row; ``""`` where none is. With
+    more columns than ``det``'s window can score, it says so.
 
     >>> X = np.c_[np.arange(8.0) % 3, [np.nan] * 6 + [1.0, 2.0]]
-    >>> _late_note(Mahalanobis(warmup=3), X, ["a", "b"], [3, 8], 3)
-    "mahalanobis scores a column after 3 readings of it: column 'b' in no row (2 readings)"
+    >>> _late_note(Mahalanobis(warmup=6), X, ["a", "b"], [6, 8], 6)
+    "mahalanobis scores a column after 6 readings of it: column 'b' in no row (2 readings)"
     """
-    n = len(X)
+    n, d = X.shape
+    w = _readings_to_warm(det, d)
+    if not math.isfinite(w):
+        most = max((k for k in range(1, d) if math.isfinite(_readings_to_warm(det, k))),
+                   default=0)
+        return (f"mahalanobis scores no column while it tracks more than {most} ({d} "
+                f"here): its window (alpha {det.alpha}) holds too few readings for so many; "
+                "give it fewer columns (--columns)")
     late = []
     for j, c in enumerate(columns):
         if first[j] > start and np.isfinite(X[start:first[j], j]).any():
@@ -706,7 +732,7 @@ def _late_note(det: Mahalanobis, X: np.ndarray, columns: Sequence[str], first: l
     shown = ", ".join(late[:5]) + (f", and {len(late) - 5} more columns" if len(late) > 5
                                    else "")
     what = "column" if len(late) == 1 else "columns"
-    return f"mahalanobis scores a column after {int(det.warmup)} readings of it: {what} {shown}"
+    return f"mahalanobis scores a column after {int(w)} readings of it: {what} {shown}"
 
 
 def _warmup_note(res: DetectResult, per_column: bool) -> str:
