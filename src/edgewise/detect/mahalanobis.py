@@ -368,7 +368,27 @@ class Mahalanobis(Detector):
         # clamped to 0, and the reading scored 0)
         if not (math.isfinite(t2) and np.isfinite(w).all()):
             return 1.0
-        return float(self._tails(np.array([t2]), np.array([float(dof)]), np.array([least]))[0])
+        return self._tail_one(t2, float(dof), least)
+
+    def _tail_one(self, t2: float, dof: float, least: float) -> float:
+        """:meth:`_tails` of one finite ``T²``, on floats: the same formulas without the
+        one-element arrays, whose overhead made T² scoring 70 % slower per reading than
+        the chi-squared tail it replaced (the gateway scores a device's rows one by one).
+
+        >>> det = Mahalanobis()
+        >>> det._tail_one(30.0, 4.0, 600.0) == float(det._tails(
+        ...     np.array([30.0]), np.array([4.0]), np.array([600.0]))[0])
+        True
+        """
+        alpha = float(self.alpha)
+        m = 1.0 / alpha  # effective_count, on a float (an underflowed power is 0.0 here)
+        floor = alpha / (2.0 - alpha)
+        n = least if least <= m else 1.0 / (
+            floor + (alpha - floor) * (1.0 - alpha) ** (2.0 * (least - m)))
+        n = min(n, MOST_EFFECTIVE)
+        t = max(t2, 0.0)
+        p = float(betaincc(dof / 2.0, (n - dof) / 2.0, t / (n + 1.0 + t)))
+        return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0) + 0.0
 
     def score_explain_many(
         self, X: np.ndarray, columns: Sequence[str] | None = None
