@@ -99,9 +99,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def dml_only_role(postgres_url: str, schema: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """A login role allowed only SELECT, INSERT, UPDATE and DELETE on ``schema``'s tables
-    (it owns none of them), as ``(role, its store URL on schema)``; dropped afterwards."""
+def dml_only_role(postgres_url: str, schema: str, prefix: str,
+                  grants: str = "SELECT, INSERT, UPDATE, DELETE") -> Iterator[tuple[str, str]]:
+    """A login role allowed only ``grants`` (by default SELECT, INSERT, UPDATE and DELETE)
+    on ``schema``'s tables (it owns none of them), as ``(role, its store URL on schema)``;
+    dropped afterwards."""
     import uuid
     from urllib.parse import urlsplit, urlunsplit
 
@@ -110,8 +112,8 @@ def dml_only_role(postgres_url: str, schema: str, prefix: str) -> Iterator[tuple
     role = f"{prefix}{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; GRANT SELECT, INSERT, '
-                      f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; GRANT {grants} '
+                      f'ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
     parts = urlsplit(postgres_url)
     url = urlunsplit((parts.scheme, f"{role}@{parts.netloc.rpartition('@')[2]}", parts.path,
                       f"schema={schema}", ""))

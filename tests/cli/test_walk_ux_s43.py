@@ -18,7 +18,7 @@ import logging
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ from typer.testing import CliRunner
 from edgewise.cli import app, load_commands
 from edgewise.detect.zscore import EWZScore
 from tests.bench.test_bench_provenance import _edge_figures
+from tests.cli import test_readings_export_cli
 from tests.cli.test_readings_export_cli import Gateway
 from tests.conftest import REPO
-from tests.server.conftest import build_env, serve_in_thread
 
 load_commands()
 
@@ -42,15 +42,7 @@ def _invoke(*args: str, env: dict[str, str | None] | None = None) -> Any:
 
 # -- 1. readings export --out into a missing directory ---------------------------------------
 
-@pytest.fixture
-def gw(data_dir: Path) -> Iterator[Gateway]:
-    gen = build_env(data_dir)
-    env = next(gen)
-    try:
-        with serve_in_thread(env.client.app) as port:
-            yield Gateway(env, f"http://127.0.0.1:{port}")
-    finally:
-        gen.close()
+gw = test_readings_export_cli.gw  # the live gateway fixture, shared
 
 
 def test_readings_export_refuses_a_missing_out_directory(gw: Gateway, tmp_path: Path) -> None:

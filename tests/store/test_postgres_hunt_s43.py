@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -18,7 +16,7 @@ from edgewise.store import open_store
 from edgewise.store import postgres as pg
 from edgewise.store.postgres import PostgresStore, _split_url
 from edgewise.telemetry import Reading
-from tests.conftest import wait_until
+from tests.conftest import dml_only_role, wait_until
 
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
@@ -220,25 +218,14 @@ def test_a_select_only_role_opens_while_a_gateway_s_seqs_wait_to_be_folded(
 def _select_only_store(pg_schema_url: str, postgres_url: str, create: bool) -> None:
     """Open the store as a role granted USAGE on its schema and SELECT on its tables, read
     it and close it; the role is dropped afterwards."""
-    schema, role = _schema(pg_schema_url), f"ew_ro_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; '
-                      f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    parts = urlsplit(postgres_url)
-    url = urlunsplit((parts.scheme, f"{role}@{parts.netloc.rpartition('@')[2]}", parts.path,
-                      f"schema={schema}", ""))
-    try:
+    with dml_only_role(postgres_url, _schema(pg_schema_url), "ew_ro_", grants="SELECT") as (
+            _, url):
         ro = open_store(url, create=create)
         try:
             assert [v for _, _, v in ro.query("pump-1")] == [1.0, 2.0, 3.0]
             assert ro.seq_watermark("pump-1") == 3
         finally:
             ro.close()
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f'DROP OWNED BY "{role}" CASCADE')
-            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 # -- 5. hostless URLs and query values with spaces ----------------------------------------------
