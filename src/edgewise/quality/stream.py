@@ -649,14 +649,19 @@ class _State:
         >>> round(st.noise, 2)        # 0.6, the median: one jump moves it little
         0.63
         """
+        if not 0.0 < change < math.inf:
+            return  # a change past the largest float (1.7e308 to -1.7e308) has no bin
         bins = self.noise_bins
         if bins is None:
             bins = self.noise_bins = {}
         at = int(HOLD_BINS_PER_OCTAVE * math.log2(change))
         b = bins.get(at)
         if b is not None:
+            total = b[1] + change
+            if total == math.inf:
+                return  # changes near the largest float: their bin's mean stays, finite
             b[0] += 1.0
-            b[1] += change
+            b[1] = total
         else:
             bins[at] = [1.0, change]
             if len(bins) > MAX_NOISE_BINS:
@@ -750,7 +755,7 @@ class _State:
         every = self.gap_every = _bins_median(bins)
         self.gap_max = int(GAP_FACTOR * every)
         self.gap_bin = None
-        at = int(HOLD_BINS_PER_OCTAVE * math.log2(every))
+        at = int(HOLD_BINS_PER_OCTAVE * math.log2(every)) if every > 0 else None
         for b in bins:
             if b[0] == at and b[2] / b[1] == every:
                 self.gap_bin = b
@@ -906,7 +911,8 @@ class _State:
             clean = not (flagged or self.last_flagged)
             if clean and d > 1e-9 * self.max_abs and d < self.finest:
                 self.finest = d  # the finest move between readings that are no outliers
-            if (clean or kind == _CLEAN or new) and (self.known or self.step < math.inf):
+            if ((clean or kind == _CLEAN or new) and (self.known or self.step < math.inf)
+                    and d < math.inf):  # a move past the largest float is no usual step
                 self.count_move(d)  # a move, as usual_step counts it (a recurring value)
         self.last_value = value
         self.last_flagged = flagged
@@ -938,7 +944,10 @@ class _State:
 def _bins_add(bins: list[list[float]], x: float, weight: float) -> None:
     """Count ``x`` (> 0) with ``weight`` in ``bins`` (``[bin, count, total, total
     weight]``, bin: HOLD_BINS_PER_OCTAVE * log2 of x, ascending); past MAX_HOLD_BINS bins
-    the two nearest are merged into one (at the bin of the heavier)."""
+    the two nearest are merged into one (at the bin of the heavier). An ``x`` that is no
+    positive finite number has no bin and is not counted."""
+    if not 0 < x < math.inf:
+        return
     at = int(HOLD_BINS_PER_OCTAVE * math.log2(x))
     i = 0
     while i < len(bins) and bins[i][0] < at:
@@ -971,6 +980,18 @@ def _bins_median(bins: list[list[float]] | None) -> float:
     return bins[-1][2] / bins[-1][1]  # not reached: the last bin takes cum to the sum
 
 
+def _mid(a: float, b: float) -> float:
+    """The midpoint of ``a`` and ``b``, as ``(a + b) / 2`` gives it, but finite for finite
+    ones: two readings near the largest float summed past it (1.7e308 twice gave inf, a
+    centre no reading could be judged by).
+
+    >>> _mid(20.0, 20.5), _mid(1.7e308, 1.7e308), _mid(-1.7e308, -1.7e308)
+    (20.25, 1.7e+308, -1.7e+308)
+    """
+    m = (a + b) / 2
+    return m if -math.inf < m < math.inf else a / 2 + b / 2
+
+
 def _median(xs: list[float]) -> float:
     """The median as numpy computes it (mean of the two middle values for an even count).
 
@@ -979,7 +1000,7 @@ def _median(xs: list[float]) -> float:
     """
     xs.sort()  # the callers' lists are their own
     mid = len(xs) >> 1
-    return xs[mid] if len(xs) & 1 else (xs[mid - 1] + xs[mid]) / 2.0
+    return xs[mid] if len(xs) & 1 else _mid(xs[mid - 1], xs[mid])
 
 
 def _real(value: object) -> float | None:
@@ -1090,7 +1111,7 @@ class StreamCleaner:
         w = list(win)
         h, odd = n >> 1, n & 1
         srt = sorted(w)
-        centre = med = srt[h] if odd else (srt[h - 1] + srt[h]) / 2
+        centre = med = srt[h] if odd else _mid(srt[h - 1], srt[h])
         srt = sorted([x - med if x > med else med - x for x in w])
         scale = MAD_SCALE * (srt[h] if odd else (srt[h - 1] + srt[h]) / 2)
         g = n // 3
