@@ -101,8 +101,8 @@ if TYPE_CHECKING:  # imported where used: edgewise.registry imports edgewise.sec
 
 __all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "RESERVED_TOKEN_NAMES", "ROLES_DOC", "ROLE_RANK",
            "AuditEntry",
-           "AuditVerification", "DeviceRecord", "Principal", "Security", "TokenRecord",
-           "audit_hash", "cannot_write"]
+           "AuditVerification", "DeviceRecord", "Principal", "Security", "SecurityBusyError",
+           "TokenRecord", "audit_hash", "cannot_write"]
 
 log = logging.getLogger(__name__)
 
@@ -612,6 +612,37 @@ def open_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
             continue
         return db, f"{base}?{query}"
     raise AssertionError("unreachable")  # immutable=1 either returns or raises
+
+
+#: seconds a caller refused by :class:`SecurityBusyError` is told to wait (the busy timeout)
+SECURITY_RETRY_S = 10
+
+
+class SecurityBusyError(sqlite3.OperationalError):
+    """Another connection (another process: ``edgewise token create``, ``device add``, a
+    backup tool) held ``security.sqlite``'s write lock past the busy timeout (10 s), so a
+    write transaction could not begin: nothing of it was done or committed, and it may be
+    repeated as it is. ``path``: the file.
+
+    >>> SecurityBusyError("held", path=Path("security.sqlite")).path.name
+    'security.sqlite'
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds the database (SQLITE_BUSY/LOCKED).
+
+    >>> _busy(sqlite3.OperationalError("database is locked")), _busy(
+    ...     sqlite3.OperationalError("disk I/O error"))
+    (True, False)
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or any(
+        word in str(exc).lower() for word in ("database is locked", "database is busy"))
 
 
 class Security:
@@ -1430,9 +1461,21 @@ class Security:
                 outer += written  # heard of when the outermost transaction commits
                 return
             self._tx_levels.append(written)
+            began = False
             try:
                 with write_transaction(self._db):
+                    began = True
                     yield written
+            except sqlite3.OperationalError as exc:
+                # BEGIN IMMEDIATE refused (another writer held the lock past the busy
+                # timeout): nothing was done, so the caller may say so and retry; an error of
+                # the block itself (began) is raised as it is
+                if began or isinstance(exc, SecurityBusyError) or not _busy(exc):
+                    raise
+                raise SecurityBusyError(
+                    f"Another writer held {str(self.path)!r} past the busy timeout "
+                    f"({SECURITY_RETRY_S} s): {exc}; nothing was written.", path=self.path,
+                ) from exc
             finally:
                 self._tx_levels.pop()
             self._notify(written)

@@ -155,6 +155,39 @@ class SecurityHeaders:
             raise  # logged by the server; Starlette's own handler sends nothing more
 
 
+#: the scope key :class:`HeadAsGet` keeps a HEAD request's own method under
+HEAD_SCOPE_KEY = "edgewise.method"
+
+
+class HeadAsGet:
+    """Pure ASGI middleware: a ``HEAD`` request is served as the ``GET`` of its path (same
+    status and headers, ``Content-Length`` included) with no body, as RFC 9110 (9.3.2) asks
+    of every server that answers GET; load balancers probe ``/healthz`` so. FastAPI routes
+    only the methods each route names, so it was a 405 on every route. A path that has no
+    ``GET`` answers 405 naming what it allows. The request's own method is kept in its scope
+    under :data:`HEAD_SCOPE_KEY` (errors name ``HEAD``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def send_head(message: Message) -> None:
+            nonlocal ended
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            if not ended and not message.get("more_body", False):  # one empty body: the end
+                ended = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: "HEAD"}, receive, send_head)
+
+
 def create_app(
     *, store: Store, security: Security, pipeline: Pipeline, settings: Settings,
     registry: Registry | None = None,
@@ -230,9 +263,16 @@ def create_app(
                        if r.body_field is not None and _token_role(r.dependant) is not None],
         # a route that reads no body answers as without one: no 413 (none is documented)
         routes=[(r.path_regex, frozenset(r.methods), _takes_body(r)) for r in routes],
+        # a JSON body FastAPI decodes must be UTF-8 (its decoder takes UTF-16 and -32 too)
+        json_routes=[(r.path_regex, frozenset(r.methods)) for r in routes
+                     if r.body_field is not None],
     )
 
+    # what a path takes, all its routes together, for a 405's Allow (Starlette names the
+    # first matching route's methods only: GET for /v1/devices, which takes POST too)
+    app.state.route_methods = [(r.path_regex, frozenset(r.methods)) for r in routes]
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)  # outermost: every layer inside serves it as the GET
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
@@ -319,6 +359,11 @@ _THROTTLED = ("Too many wrong device secrets from this address (a credential tha
 _LABELS_BUSY = ("another writer (an 'edgewise label import') held labels.sqlite past the "
                 "busy timeout; nothing was written: retry after the Retry-After header.")
 
+#: A 503 of the routes whose only write is one transaction of security.sqlite.
+_SECURITY_BUSY = ("(reason 'security_busy') another writer (an 'edgewise token create' or "
+                  "'device add', a backup tool) held security.sqlite past the busy timeout; "
+                  "nothing was done: retry after the Retry-After header.")
+
 _MERGED_ALERT = ("The alert was merged into another (reason 'merged_alert', its id in "
                  "'merged_into'): acknowledge or label that one instead.")
 
@@ -334,7 +379,10 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
         503: _ERROR_TEXT[503]},
     ("post", "/v1/devices"): {409: "A device with that name exists (reason 'exists'), or the "
                               "store still holds data of a device of that id (reason "
-                              "'has_data'): delete it first, or pick another name."},
+                              "'has_data'): delete it first, or pick another name.",
+                              503: f"{_ERROR_TEXT[503]} Or {_SECURITY_BUSY}"},
+    ("post", "/v1/devices/{device_id}/secret"): {503: f"Security store busy: {_SECURITY_BUSY}"},
+    ("post", "/v1/tokens"): {503: f"Security store busy: {_SECURITY_BUSY}"},
     ("delete", "/v1/devices/{device_id}"): {404: "No device with that id is registered or has "
                                             "data."},
     ("get", "/v1/devices/{device_id}/readings"): {404: "No device with that id."},

@@ -37,6 +37,7 @@ edgewise.errors.ConfigError: Setting 'max_body_bytes' (EDGEWISE_MAX_BODY_BYTES) 
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -46,7 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgewise.errors import ConfigError
 from edgewise.server.deps import bearer_secret
-from edgewise.server.problems import Problem
+from edgewise.server.problems import Problem, not_utf8_body
 
 __all__ = ["SETTING", "BodyLimit", "check_limit", "too_large"]
 
@@ -112,7 +113,33 @@ def _route_path(scope: Scope) -> str:
 
 
 class _TooLarge(Exception):
-    """Raised into the app from ``receive`` once the body passes the limit."""
+    """Raised into the app from ``receive`` once the body passes the limit, or (a JSON
+    route's) is found not to be UTF-8; ``problem``: the answer."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+class _Utf8Check:
+    """Checks a JSON body chunk by chunk: UTF-8 with no NUL byte (JSON text has none in
+    UTF-8; UTF-16 and UTF-32 are full of them, and also decode as UTF-8 when ASCII)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._seen = 0
+
+    def feed(self, chunk: bytes, final: bool) -> Problem | None:
+        """``None`` while the body so far can be UTF-8 JSON; else the 422 saying why."""
+        nul = chunk.find(b"\x00")
+        if nul >= 0:
+            return not_utf8_body(f"a NUL byte at byte {self._seen + nul}")
+        try:
+            self._decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            return not_utf8_body(f"bytes that are not UTF-8 at byte {self._seen + exc.start}")
+        self._seen += len(chunk)
+        return None
 
 
 class BodyLimit:
@@ -136,6 +163,11 @@ class BodyLimit:
         matches them: a request whose route (the first that matches its path and method)
         takes no body is passed on untouched, as that route never reads one. A request
         that matches none (a 404 or 405) is limited.
+    json_routes
+        ``(path pattern, methods)`` of routes whose body FastAPI decodes as JSON: a body of
+        theirs that is not UTF-8 (UTF-16 or UTF-32, which Python's JSON decoder takes too)
+        is refused with 422 ``bad_json`` naming ``body``, as the README says and telemetry
+        does.
     """
 
     def __init__(
@@ -143,12 +175,14 @@ class BodyLimit:
         exempt: Sequence[re.Pattern[str]] = (),
         bearer_routes: Sequence[tuple[re.Pattern[str], Collection[str]]] = (),
         routes: Sequence[tuple[re.Pattern[str], Collection[str], bool]] = (),
+        json_routes: Sequence[tuple[re.Pattern[str], Collection[str]]] = (),
     ) -> None:
         self.app = app
         self.limit = check_limit(limit)
         self.exempt = tuple(exempt)
         self.bearer_routes = tuple(bearer_routes)
         self.routes = tuple(routes)
+        self.json_routes = tuple(json_routes)
 
     def _needs_bearer(self, method: str, path: str) -> bool:
         return any(method in methods and pattern.match(path)
@@ -179,16 +213,22 @@ class BodyLimit:
         except Problem as exc:  # answered without reading a byte of the body
             await exc.response()(scope, receive, send)
             return
-        await self._counted(scope, receive, send)
+        json_body = any(scope["method"] in methods and pattern.match(path)
+                        for pattern, methods in self.json_routes)
+        await self._counted(scope, receive, send, json_body=json_body)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app, counting the body as it reads it; past the limit, answer 413."""
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, *,
+                       json_body: bool = False) -> None:
+        """Run the app, counting the body as it reads it; past the limit, answer 413 (and
+        a ``json_body`` that is not UTF-8, 422)."""
         limit = self.limit
         received = 0
         exceeded = started = answered = False
+        refusal = too_large(limit, f"more than {limit} bytes")
+        utf8 = _Utf8Check() if json_body else None
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, refusal
             if exceeded:  # the app asks again after its read failed: nothing more comes
                 return {"type": "http.disconnect"}
             message = await receive()
@@ -196,13 +236,19 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     exceeded = True
-                    raise _TooLarge
+                    raise _TooLarge(refusal)
+                if utf8 is not None:
+                    bad = utf8.feed(message.get("body", b""), not message.get("more_body"))
+                    if bad is not None:
+                        refusal = bad
+                        exceeded = True
+                        raise _TooLarge(bad)
             return message
 
         async def answer() -> None:
             nonlocal answered
             answered = True
-            await too_large(limit, f"more than {limit} bytes").response()(scope, receive, send)
+            await refusal.response()(scope, receive, send)
 
         async def guarded_send(message: Message) -> None:
             nonlocal started

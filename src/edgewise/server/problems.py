@@ -39,9 +39,10 @@ from edgewise.errors import (
     StoreError,
     ThrottledError,
 )
+from edgewise.security.credentials import SECURITY_RETRY_S, SecurityBusyError
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "internal_error",
-           "payload_problem", "safe_text", "shorten", "storable"]
+           "not_utf8_body", "payload_problem", "safe_text", "security_busy", "shorten", "storable"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -314,6 +315,19 @@ def _bad_json(value: Any) -> Problem:
                    field="body", value=value, allowed=_JSON_ALLOWED, reason="bad_json")
 
 
+def not_utf8_body(why: str) -> Problem:
+    """The 422 ``bad_json`` of a JSON body that is not UTF-8 (RFC 8259 8.1: UTF-16 or
+    UTF-32, which Python's JSON decoder would otherwise take); ``why`` says what was found.
+
+    >>> not_utf8_body("a NUL byte at byte 1").body()["reason"]
+    'bad_json'
+    """
+    return Problem(
+        422, "Invalid input", f"The request body must be {_JSON_ALLOWED}, in UTF-8; got "
+        f"{why} (UTF-16 or UTF-32?). Send it encoded as UTF-8.",
+        field="body", allowed=f"{_JSON_ALLOWED}, in UTF-8", reason="bad_json")
+
+
 def _unparsable_body(request: Request) -> Problem:
     """The problem for a JSON body FastAPI could not decode: 415 for a ``Content-Encoding``
     other than ``identity`` (only the telemetry routes take gzip, and check it
@@ -366,6 +380,59 @@ def internal_error(method: str, path: str, exc: BaseException) -> Problem:
                   f"(GET, and the audit log, GET /v1/audit) before repeating the request.")
     return Problem(500, "Internal error", detail, reason="internal")
 
+
+
+#: the routes whose only write is one transaction of ``security.sqlite`` (method, path
+#: format): refused at its start (:class:`SecurityBusyError`), nothing of them was done
+SECURITY_ONLY_WRITES = frozenset({
+    ("POST", "/v1/devices"), ("POST", "/v1/devices/{device_id}/secret"),
+    ("POST", "/v1/tokens"),
+})
+
+
+def security_busy(method: str, path: str, route: Any, exc: SecurityBusyError) -> Problem:
+    """The answer to a request whose write of ``security.sqlite`` could not begin (another
+    writer held it past the busy timeout): on a route whose only write that is
+    (:data:`SECURITY_ONLY_WRITES`), a 503 ``security_busy`` with ``Retry-After``, saying
+    nothing was done; on any other (which may have written elsewhere before: an alert
+    acknowledged, then audited), the 500 of :func:`internal_error`, which says what was done
+    stands.
+
+    >>> from pathlib import Path
+    >>> from types import SimpleNamespace as NS
+    >>> busy = SecurityBusyError("held", path=Path("security.sqlite"))
+    >>> p = security_busy("POST", "/v1/tokens", NS(path_format="/v1/tokens"), busy)
+    >>> p.status, p.reason, p.headers["Retry-After"]
+    (503, 'security_busy', '10')
+    >>> security_busy("POST", "/v1/alerts/a/ack", None, busy).status
+    500
+    """
+    if (method, getattr(route, "path_format", None)) not in SECURITY_ONLY_WRITES:
+        return internal_error(method, path, exc)
+    return Problem(
+        503, "Security store busy",
+        f"{str(exc).rstrip('.')}. Nothing of {method} {path} was done; send it again after "
+        f"the Retry-After header ({SECURITY_RETRY_S} s).",
+        field="security", value=exc.path.name, allowed="a retry once the other writer is done",
+        reason="security_busy", headers={"Retry-After": str(SECURITY_RETRY_S)},
+    )
+
+
+def _allowed_methods(request: Request, allow: str | None) -> str | None:
+    """The methods ``request``'s path takes, all its routes together (``app.state``'s
+    ``route_methods``, set by :func:`~edgewise.server.app.create_app`), ``HEAD`` with
+    ``GET`` (:class:`~edgewise.server.app.HeadAsGet`); else ``allow``, Starlette's, which
+    names the first matching route's only."""
+    routes = getattr(request.app.state, "route_methods", None)
+    methods: set[str] = set()
+    for pattern, route_methods in routes or ():
+        if pattern.match(request.scope.get("path", "")):
+            methods |= set(route_methods)
+    if not methods:
+        return allow
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -438,6 +505,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             reason="missing_field" if err.get("type") == "missing" else "invalid",
         ).response()
 
+    @app.exception_handler(SecurityBusyError)
+    async def _security_busy(request: Request, exc: SecurityBusyError) -> JSONResponse:
+        return security_busy(request.method, request.url.path, request.scope.get("route"),
+                             exc).response()
+
     @app.exception_handler(InvalidParameterError)
     async def _param(request: Request, exc: InvalidParameterError) -> JSONResponse:
         # field and value are how callers tell these errors apart (edgewise.errors)
@@ -457,6 +529,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route {request.method} {request.url.path}."
-        return Problem(
-            exc.status_code, detail=detail, headers=dict(exc.headers or {})
-        ).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # name the method, the path, and what it takes (Allow)
+            method = request.scope.get("edgewise.method", request.method)  # app.HeadAsGet
+            allow = next((v for k, v in headers.items() if k.lower() == "allow"), None)
+            allow = _allowed_methods(request, allow)
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            if allow:
+                headers["Allow"] = allow
+            detail = (f"Method {method} is not allowed on {shorten(request.url.path)}; "
+                      f"{f'it takes {allow}' if allow else 'it takes no method'}.")
+            return Problem(405, detail=detail, field="method", value=method, allowed=allow,
+                           reason="method_not_allowed", headers=headers).response()
+        return Problem(exc.status_code, detail=detail, headers=headers).response()

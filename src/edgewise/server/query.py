@@ -64,11 +64,26 @@ def _shown(text: str) -> str:
     return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
 
 
+#: a time whose '+hh:mm' offset arrived as ' hh:mm': a '+' left unencoded in a query string
+_PLUS_AS_SPACE = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)? \d{2}:?\d{2}$")
+
+
 def _bad_instant(text: str, field: str, where: str = "Query parameter") -> Problem:
+    """The 422 ``bad_time`` of ``text``; a query time that ends in a space and ``hh:mm``
+    (``...T00:05:00 05:30``: the sender's unencoded ``+`` read as a space) says to send the
+    ``+`` as ``%2B``.
+
+    >>> _bad_instant("2024-01-01T00:05:00 05:30", "start").body()["detail"]  # doctest: +ELLIPSIS
+    "...(a '+' in a query string is read as a space: send the offset's '+' as %2B..."
+    """
     shown = _shown(text)
+    hint = ""
+    if where == "Query parameter" and _PLUS_AS_SPACE.search(text.strip("\t\n\r")):
+        hint = (f" (a '+' in a query string is read as a space: send the offset's '+' as "
+                f"%2B, {text.replace(' ', '%2B')!r})")
     return Problem(
         422, f"Invalid {where.lower()}",
-        f"{where} {field!r} must be {_INSTANT_ALLOWED}. Got {shown!r} instead.",
+        f"{where} {field!r} must be {_INSTANT_ALLOWED}. Got {shown!r} instead{hint}.",
         field=field, value=shown, allowed=_INSTANT_ALLOWED, reason="bad_time",
     )
 
