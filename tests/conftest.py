@@ -99,6 +99,21 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """The SQLite file ``path`` write-locked by another connection (``BEGIN IMMEDIATE``, as
+    another process's import or command holds it) until the block ends."""
+    import sqlite3
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+@contextmanager
 def dml_only_role(postgres_url: str, schema: str, prefix: str,
                   grants: str = "SELECT, INSERT, UPDATE, DELETE") -> Iterator[tuple[str, str]]:
     """A login role allowed only ``grants`` (by default SELECT, INSERT, UPDATE and DELETE)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["write_transaction"]
+__all__ = ["FileBusyError", "is_busy", "write_transaction"]
 
 
 @contextlib.contextmanager
@@ -41,3 +42,28 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
             with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
                 db.execute("ROLLBACK")
         raise
+
+
+class FileBusyError(sqlite3.OperationalError):
+    """Another connection (another process) held an SQLite file's write lock past the busy
+    timeout, so a write could not begin and nothing of it was done. ``path``: the file.
+
+    >>> FileBusyError("held", path=Path("labels.sqlite")).path.name
+    'labels.sqlite'
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds the database (SQLITE_BUSY/LOCKED).
+
+    >>> is_busy(sqlite3.OperationalError("database is locked")), is_busy(
+    ...     sqlite3.OperationalError("disk I/O error"))
+    (True, False)
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or any(
+        word in str(exc).lower() for word in ("database is locked", "database is busy"))

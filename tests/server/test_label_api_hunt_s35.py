@@ -6,7 +6,6 @@ nothing written (the alert route committed the verdict, then failed on its windo
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ import pytest
 
 from edgewise.label.store import LabelStore
 from edgewise.store.base import Alert
+from tests.conftest import write_locked
 from tests.server.conftest import Env, problem
 
 S = 10**9
@@ -29,13 +29,8 @@ def _label_file_held(env: Env) -> Iterator[None]:
     labels = LabelStore(env.settings.data_dir, security=env.security)
     labels._db.execute("PRAGMA busy_timeout=300")
     env.client.app.state.labels = labels
-    other = sqlite3.connect(labels.path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with write_locked(labels.path):
         yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
 
 
 def _anomaly_alert(env: Env) -> Alert:

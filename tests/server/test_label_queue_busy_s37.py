@@ -26,6 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgewise.label.store import LabelStore
+from tests.conftest import write_locked
 from tests.server.conftest import Env, problem
 
 N = 600
@@ -49,13 +50,8 @@ def _snapshot_rows(labels: LabelStore) -> int:
 @contextmanager
 def _held(labels: LabelStore) -> Iterator[None]:
     """``labels.sqlite`` write-locked by another connection (another process's import)."""
-    other = sqlite3.connect(labels.path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with write_locked(labels.path):
         yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
 
 
 def _queue(env: Env, role: str) -> object:

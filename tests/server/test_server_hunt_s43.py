@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import write_locked
 from tests.server.conftest import Env, problem
 
 
@@ -25,13 +25,10 @@ def _held(env: Env) -> Iterator[None]:
     """``security.sqlite`` held by another connection's write lock; the app's own busy
     timeout cut to 50 ms so the test is fast."""
     env.security._db.execute("PRAGMA busy_timeout=50")
-    other = sqlite3.connect(env.settings.data_dir / "security.sqlite", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
     try:
-        yield
+        with write_locked(env.settings.data_dir / "security.sqlite"):
+            yield
     finally:
-        other.execute("ROLLBACK")
-        other.close()
         env.security._db.execute("PRAGMA busy_timeout=10000")
 
 

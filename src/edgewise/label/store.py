@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgewise._private import make_private, replace_atomically
+from edgewise._sqlite import FileBusyError, is_busy
 from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.tables import read_text, separator
 from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_device_id
@@ -644,7 +645,7 @@ class LabelStore:
         try:
             cur.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if not _busy(exc):
+            if not is_busy(exc):
                 raise
             raise LabelsBusyError(
                 f"The label file {str(self.path)!r} is held by another writer (an "
@@ -1001,26 +1002,12 @@ def read_labels_csv_lines(
     return rows
 
 
-class LabelsBusyError(sqlite3.OperationalError):
+class LabelsBusyError(FileBusyError):
     """Another writer (another process: ``edgewise label import``) held ``labels.sqlite``
     past the busy timeout, so a write took not its lock and wrote nothing. ``path``: the
     file."""
 
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
 
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Whether ``exc`` says another connection holds the database (SQLITE_BUSY/LOCKED).
-
-    >>> _busy(sqlite3.OperationalError("database is locked")), _busy(
-    ...     sqlite3.OperationalError("disk I/O error"))
-    (True, False)
-    """
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or any(
-        word in str(exc).lower() for word in ("database is locked", "database is busy"))
 
 
 class HeldLabels:

@@ -85,7 +85,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgewise._sqlite import write_transaction
+from edgewise._sqlite import FileBusyError, is_busy, write_transaction
 from edgewise.errors import (
     AuthError,
     ConfigError,
@@ -618,7 +618,7 @@ def open_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
 SECURITY_RETRY_S = 10
 
 
-class SecurityBusyError(sqlite3.OperationalError):
+class SecurityBusyError(FileBusyError):
     """Another connection (another process: ``edgewise token create``, ``device add``, a
     backup tool) held ``security.sqlite``'s write lock past the busy timeout (10 s), so a
     write transaction could not begin: nothing of it was done or committed, and it may be
@@ -628,21 +628,7 @@ class SecurityBusyError(sqlite3.OperationalError):
     'security.sqlite'
     """
 
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(message)
-        self.path = path
 
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Whether ``exc`` says another connection holds the database (SQLITE_BUSY/LOCKED).
-
-    >>> _busy(sqlite3.OperationalError("database is locked")), _busy(
-    ...     sqlite3.OperationalError("disk I/O error"))
-    (True, False)
-    """
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or any(
-        word in str(exc).lower() for word in ("database is locked", "database is busy"))
 
 
 class Security:
@@ -1470,7 +1456,7 @@ class Security:
                 # BEGIN IMMEDIATE refused (another writer held the lock past the busy
                 # timeout): nothing was done, so the caller may say so and retry; an error of
                 # the block itself (began) is raised as it is
-                if began or isinstance(exc, SecurityBusyError) or not _busy(exc):
+                if began or isinstance(exc, SecurityBusyError) or not is_busy(exc):
                     raise
                 raise SecurityBusyError(
                     f"Another writer held {str(self.path)!r} past the busy timeout "
