@@ -213,8 +213,10 @@ class BodyLimit:
         except Problem as exc:  # answered without reading a byte of the body
             await exc.response()(scope, receive, send)
             return
-        json_body = any(scope["method"] in methods and pattern.match(path)
-                        for pattern, methods in self.json_routes)
+        # (a compressed body is the app's 415 to answer, naming Content-Encoding)
+        json_body = not any(k == b"content-encoding" for k, _ in scope.get("headers", ())) and any(
+            scope["method"] in methods and pattern.match(path)
+            for pattern, methods in self.json_routes)
         await self._counted(scope, receive, send, json_body=json_body)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, *,
