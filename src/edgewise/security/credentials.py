@@ -629,8 +629,6 @@ class SecurityBusyError(FileBusyError):
     """
 
 
-
-
 class Security:
     """Credentials, tokens and audit log of one Edgewise data directory.
 

@@ -36,7 +36,12 @@ from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.server.body_limit import BodyLimit, check_limit
 from edgewise.server.deps import get_store
-from edgewise.server.problems import PROBLEM_JSON, install_problem_handlers, internal_error
+from edgewise.server.problems import (
+    HEAD_SCOPE_KEY,
+    PROBLEM_JSON,
+    install_problem_handlers,
+    internal_error,
+)
 from edgewise.server.routes import (
     alerts,
     devices,
@@ -155,17 +160,13 @@ class SecurityHeaders:
             raise  # logged by the server; Starlette's own handler sends nothing more
 
 
-#: the scope key :class:`HeadAsGet` keeps a HEAD request's own method under
-HEAD_SCOPE_KEY = "edgewise.method"
-
-
 class HeadAsGet:
     """Pure ASGI middleware: a ``HEAD`` request is served as the ``GET`` of its path (same
     status and headers, ``Content-Length`` included) with no body, as RFC 9110 (9.3.2) asks
     of every server that answers GET; load balancers probe ``/healthz`` so. FastAPI routes
     only the methods each route names, so it was a 405 on every route. A path that has no
     ``GET`` answers 405 naming what it allows. The request's own method is kept in its scope
-    under :data:`HEAD_SCOPE_KEY` (errors name ``HEAD``)."""
+    under :data:`~edgewise.server.problems.HEAD_SCOPE_KEY` (errors name ``HEAD``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

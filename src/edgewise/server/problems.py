@@ -382,6 +382,10 @@ def internal_error(method: str, path: str, exc: BaseException) -> Problem:
 
 
 
+#: the scope key under which :class:`~edgewise.server.app.HeadAsGet` keeps a HEAD request's
+#: own method (it serves it as the GET): a 405 names ``HEAD``
+HEAD_SCOPE_KEY = "edgewise.method"
+
 #: the routes whose only write is one transaction of ``security.sqlite`` (method, path
 #: format): refused at its start (:class:`SecurityBusyError`), nothing of them was done
 SECURITY_ONLY_WRITES = frozenset({
@@ -531,7 +535,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail = f"No route {request.method} {request.url.path}."
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # name the method, the path, and what it takes (Allow)
-            method = request.scope.get("edgewise.method", request.method)  # app.HeadAsGet
+            method = request.scope.get(HEAD_SCOPE_KEY, request.method)
             allow = next((v for k, v in headers.items() if k.lower() == "allow"), None)
             allow = _allowed_methods(request, allow)
             headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
