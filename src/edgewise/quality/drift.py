@@ -31,6 +31,8 @@ cannot be measured (:func:`drift_measurable`), and :func:`drift_score` gives 0.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from edgewise.errors import QualityError
@@ -45,6 +47,23 @@ MIN_READINGS = 4 * MIN_WINDOW
 _TINY = float(np.nextafter(0.0, 1.0))  # the smallest positive float: no division by 0
 
 
+def _windows(name: str, reference: object, recent: object) -> None:
+    """Raise naming the window that is no int >= 0 (or None: a quarter): a float one
+    (10.5) failed deep in numpy with 'slice indices must be integers', a bool was 1 or 0.
+
+    >>> _windows("drift_score", 10.5, None)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: The 'reference' window of drift_score must be an int >= 0 (readings; None: a quarter of them). Got 10.5 instead.
+    """  # noqa: E501
+    for what, x in (("reference", reference), ("recent", recent)):
+        if x is not None and (isinstance(x, bool | np.bool_)
+                              or not isinstance(x, numbers.Integral) or x < 0):
+            raise QualityError(
+                f"The {what!r} window of {name} must be an int >= 0 (readings; None: a "
+                f"quarter of them). Got {x!r} instead.")
+
+
 def drift_measurable(values: object, reference: int | None = None,
                      recent: int | None = None) -> bool:
     """Whether :func:`drift_score` can measure a drift of ``values`` with these windows:
@@ -56,6 +75,7 @@ def drift_measurable(values: object, reference: int | None = None,
     ...     np.arange(20.0))
     (False, True)
     """
+    _windows("drift_measurable", reference, recent)
     v = np.asarray(values, dtype=float)
     n = int(np.isfinite(v).sum())
     ref = reference if reference is not None else n // 4
@@ -74,13 +94,12 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
     >>> drift_score(np.r_[d[:200], 1.7e308, d[200:]]) == drift_score(d)  # one huge reading
     True
     """
+    _windows("drift_score", reference, recent)
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     n = len(v)
     ref = reference if reference is not None else n // 4
     rec = recent if recent is not None else n // 4
-    if ref < 0 or rec < 0:
-        raise QualityError(f"Drift windows must be >= 0. Got reference={ref}, recent={rec}.")
     if ref < MIN_WINDOW or rec < MIN_WINDOW or n < ref + rec:
         return 0.0
     # in units of a power of two about the larger of the two windows' medians (taken in

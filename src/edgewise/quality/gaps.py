@@ -50,6 +50,7 @@ it is a gap:
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -101,6 +102,27 @@ def expected_interval(ts: object) -> float:
     (1.0, 1.0)
     """
     return usual_interval(intervals(np.unique(np.asarray(ts, dtype=np.int64))))
+
+
+def _check(name: str, every_ns: float | None, factor: float) -> None:
+    """Raise naming the parameter where ``every_ns`` is no number >= 0 (0 or None: no
+    spacing known) or ``factor`` no number > 0 (NaN made every interval on time and
+    no gap, and a negative factor every instant a gap).
+
+    >>> _check("find_gaps", float("nan"), 2.5)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: The 'every_ns' parameter of find_gaps must be a finite number of ns >= 0 (0 or None: no spacing known). Got nan instead.
+    """  # noqa: E501
+    if every_ns is not None and not (isinstance(every_ns, numbers.Real)
+                                     and 0 <= every_ns < math.inf):
+        raise QualityError(
+            f"The 'every_ns' parameter of {name} must be a finite number of ns >= 0 (0 or "
+            f"None: no spacing known). Got {every_ns!r} instead.")
+    if not (isinstance(factor, numbers.Real) and 0 < factor < math.inf):
+        raise QualityError(
+            f"The 'factor' parameter of {name} must be a finite number > 0 (spacings). "
+            f"Got {factor!r} instead.")
 
 
 def _span(span: tuple[int, int], t: np.ndarray) -> tuple[int, int]:
@@ -188,6 +210,7 @@ def find_gaps(
     >>> find_gaps([2, 3, 4], span=(1, 5)), find_gaps([2, 3, 4], span=(1, 5), prev_ns=-9)
     ([], [(1, 2)])
     """
+    _check("find_gaps", every_ns, factor)
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if span is not None and _no_step(t, step):
@@ -221,6 +244,7 @@ def completeness(
     >>> completeness([0, 1, 2, 3], span=(0, 8)), completeness([0, 1, 2, 3], span=(0, 6))
     (0.5, 1.0)
     """
+    _check("completeness", every_ns, GAP_FACTOR)
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if span is not None and _no_step(t, step):  # whole only where its reading fills the span
@@ -255,6 +279,7 @@ def timeliness(
     >>> timeliness([0, 1, 2, 3], span=(0, 10))
     0.75
     """
+    _check("timeliness", every_ns, factor)
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if span is not None and _no_step(t, step):  # on time only where a reading fills it

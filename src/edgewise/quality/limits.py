@@ -81,9 +81,19 @@ def changes_too_fast(t0: int, v0: float, t1: int, v1: float, max_rate: float) ->
 
     >>> changes_too_fast(0, 0.0, 10**9, 2.0, 1.0), changes_too_fast(0, 0.0, 10**9, 1.0, 1.0)
     (True, False)
+
+    A change past the largest float (1e308 to -1e308) is judged in halves, exactly, with
+    no RuntimeWarning (numpy's float64 readings overflowed to inf with one):
+
+    >>> changes_too_fast(0, np.float64(-1e308), 2 * 10**9, np.float64(1e308), 1.5e308)
+    False
     """
     dt = max((t1 - t0) / 1e9, 1e-9)  # Python ints: no int64 wrap
-    return abs(v1 - v0) / dt > max_rate
+    a, b = float(v0), float(v1)  # Python floats: an overflow is inf, with no warning
+    d = abs(b - a)
+    if d == math.inf and -math.inf < a < math.inf and -math.inf < b < math.inf:
+        return abs(b / 2 - a / 2) / dt > max_rate / 2
+    return d / dt > max_rate
 
 
 def check_limits(ts: object, values: object, limits: Limits) -> dict[str, list[int]]:

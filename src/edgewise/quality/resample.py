@@ -83,6 +83,10 @@ def resample(
         raise QualityError(
             f"The 'every_ns' parameter of resample must be a positive int. Got {every_ns!r}."
         )
+    if max_gap_ns is not None and not max_gap_ns == max_gap_ns:  # NaN bridged nothing
+        raise QualityError(
+            "The 'max_gap_ns' parameter of resample must be a number of ns (or None: "
+            f"bridge every gap). Got {max_gap_ns!r} instead.")
     if how not in ("mean", "last", "interpolate"):
         raise QualityError(
             "The 'how' parameter of resample must be one of 'mean', 'last', 'interpolate'. "

@@ -18,7 +18,10 @@ no spike, nor is a move by one 0.067 % step of a CPU reading that also jitters b
 absolute units, so a series read in nA is judged as the same series read in A), so a
 locally flat stretch does not call every tiny step a spike. A reading at one of the
 series' levels (:func:`levels`: a value it takes in at least 5 % of its readings, as the
-rarer level of a two-level series) is no spike: the sensor reads it by nature.
+rarer level of a two-level series) is no spike: the sensor reads it by nature. A series
+with a reading near the largest float (beyond :data:`BIG_VALUE`) is judged in units of
+:data:`BIG_UNIT`, exactly: its steps and spreads overflowed to inf (1e308 to -1e308), an
+infinite step was no noise and an infinite threshold flagged nothing.
 
 The test takes two passes: the readings that are spikes without the resolution floor
 are candidates, and the step the sensor moves in is taken with the candidates (less
@@ -87,8 +90,8 @@ import numpy as np
 from edgewise.errors import QualityError
 from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE
 
-__all__ = ["EDGE_CLEAR", "JITTER_GAP", "MAD_SCALE", "RESOLUTION_SEEN", "RESOLUTION_SHARE",
-           "despike", "hampel_mask", "levels", "resolution", "usual_step"]
+__all__ = ["BIG_UNIT", "BIG_VALUE", "EDGE_CLEAR", "JITTER_GAP", "MAD_SCALE", "RESOLUTION_SEEN",
+           "RESOLUTION_SHARE", "despike", "hampel_mask", "levels", "resolution", "usual_step"]
 
 MAD_SCALE = 1.4826
 #: Times a step must be seen to be taken for the resolution: a spike's way up and back
@@ -112,15 +115,41 @@ JITTER_GAP = 10.0
 #: median's size and the span of the series' other readings: a glitch from 20 to 500 or
 #: to -127, not a setpoint moved from 20 to 30 nor a dropout to 0 (a pump switched off).
 EDGE_CLEAR = 2.0
+#: Magnitude past which a series is judged in units of :data:`BIG_UNIT` (a finite reading
+#: beyond it): the steps, spreads and thresholds of readings near the largest float
+#: (1.7e308) overflowed to inf (1e308 - -1e308, 5 robust deviations of 1e308), an
+#: infinite step was no noise and an infinite threshold flagged nothing. 2**960 leaves
+#: 2**64 of headroom for them; below it nothing is scaled.
+BIG_VALUE = 2.0**960
+#: The unit a series beyond :data:`BIG_VALUE` is judged in: a power of two, so each value,
+#: step and ratio is the unscaled one exactly, and the series is judged as the same series
+#: of ordinary magnitudes is.
+BIG_UNIT = 2.0**-64
 
 
-def _check(half_window: int, n_sigmas: float) -> None:
+def _unit(v: np.ndarray) -> float:
+    """The unit to judge ``v`` in: :data:`BIG_UNIT` where a finite reading lies beyond
+    :data:`BIG_VALUE`, else 1.0 (nothing scaled).
+
+    >>> _unit(np.array([20.0, np.inf])), _unit(np.array([20.0, -1e308])) == BIG_UNIT
+    (1.0, True)
+    """
+    with np.errstate(invalid="ignore"):
+        big = np.abs(v) > BIG_VALUE
+    return BIG_UNIT if bool((big & np.isfinite(v)).any()) else 1.0
+
+
+def _check(half_window: int, n_sigmas: float, min_scale: float = 0.0) -> None:
     if not isinstance(half_window, int) or half_window < 1:
         raise QualityError(
             f"The 'half_window' parameter of hampel must be an int >= 1. Got {half_window!r}."
         )
     if not n_sigmas > 0:
         raise QualityError(f"The 'n_sigmas' parameter of hampel must be > 0. Got {n_sigmas!r}.")
+    if not 0 <= min_scale < np.inf:  # NaN flagged nothing, silently
+        raise QualityError(
+            f"The 'min_scale' parameter of hampel must be a finite number >= 0 (in the "
+            f"readings' units; 0: no floor). Got {min_scale!r} instead.")
 
 
 def _medians(v: np.ndarray, half_window: int,
@@ -238,6 +267,9 @@ def _recurring_steps(values: object, outliers: object | None,
     readings neither of which is an outlier (or small beside both), and how many steps
     there are between consecutive finite readings."""
     v = np.asarray(values, dtype=float).reshape(-1)
+    unit = _unit(v)
+    if unit != 1.0:  # readings near the largest float: their steps finite, exactly
+        v = v * unit
     none = np.zeros(0)
     if outliers is None:
         out = np.zeros(len(v), dtype=bool)
@@ -268,7 +300,8 @@ def _recurring_steps(values: object, outliers: object | None,
         # size lay both above and below their neighbours: quantisation noise, not a dropout
         lone = ~clean & ~small & (out_prev != out_this)
         up = np.where(out_this, this > prev, prev > this)
-        keep = (alone | lone) & (d > 0) & np.isfinite(d)
+        # (in BIG_UNIT, a step past the largest float unscaled is none: no size to give)
+        keep = (alone | lone) & (d > 0) & (d <= np.finfo(float).max * unit)
         d, alone, lone, up = d[keep], alone[keep], lone[keep], up[keep]
         if not len(d):
             return none, none, none, max(len(v) - 1, 0)
@@ -279,7 +312,7 @@ def _recurring_steps(values: object, outliers: object | None,
     moves = np.bincount(size, weights=alone, minlength=k)
     seen = moves + np.where((ups > 0) & (ups < lones), lones, 0)
     recur = seen >= RESOLUTION_SEEN
-    return d[first[recur]], seen[recur], moves[recur], len(v) - 1
+    return d[first[recur]] / unit, seen[recur], moves[recur], len(v) - 1
 
 
 def resolution(values: object, outliers: object | None = None) -> float:
@@ -439,10 +472,13 @@ def hampel_mask(
     values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 0.0
 ) -> np.ndarray:
     """Boolean mask of spikes."""
-    _check(half_window, n_sigmas)
+    _check(half_window, n_sigmas, min_scale)
     v = np.asarray(values, dtype=float)
     if len(v) < 3:
         return np.zeros(len(v), dtype=bool)
+    unit = _unit(v)  # readings near the largest float: judged in BIG_UNIT, exactly
+    if unit != 1.0:
+        v, min_scale = v * unit, min_scale * unit
     return _judge(v, half_window, n_sigmas, min_scale)[0]
 
 
@@ -451,9 +487,10 @@ def despike(
 ) -> np.ndarray:
     """A copy with each spike replaced by the median it was judged against: its
     neighbourhood's (at an end, that of its neighbours on the one side)."""
-    _check(half_window, n_sigmas)
+    _check(half_window, n_sigmas, min_scale)
     v = np.asarray(values, dtype=float).copy()
     if len(v) >= 3:
-        mask, med = _judge(v, half_window, n_sigmas, min_scale)
-        v[mask] = med[mask]
+        unit = _unit(v)  # readings near the largest float: judged in BIG_UNIT, exactly
+        mask, med = _judge(v * unit, half_window, n_sigmas, min_scale * unit)
+        v[mask] = med[mask] / unit
     return v

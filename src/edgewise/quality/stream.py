@@ -146,6 +146,16 @@ and because every decision looks only at kept history (and, for a level shift, a
 run of outliers just before, dropped ones too: a dropped reading leaves nothing else),
 cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
 
+Readings near the largest float are judged as ordinary ones: where a reading, a value of
+the window or of the run of outliers under way lies beyond
+:data:`~edgewise.quality.spikes.BIG_VALUE` (2**960), the spike test works in units of
+:data:`~edgewise.quality.spikes.BIG_UNIT` (2**-64, exact), as the batch report's does, and
+so do the long-run noise's totals once one would pass the largest float. Before, the
+spread of a window half of whose values lay near +-1.7e308 overflowed to inf, and no
+reading was flagged however far it lay; now a stream multiplied by 1e300 is flagged where
+the stream itself is. What cannot be so (no look-ahead to scale by) is a change past the
+largest float (1e308 to -1e308): it counts towards no resolution, usual step or noise.
+
 >>> from edgewise.telemetry import Reading
 >>> c = StreamCleaner(limits={"temp": Limits(low=-40, high=125)})
 >>> rs = [Reading("d", "temp", t, v) for t, v in [(1, 20.0), (1, 20.0), (2, 900.0), (3, 21.0)]]
@@ -166,8 +176,15 @@ import numpy as np
 
 from edgewise.errors import QualityError
 from edgewise.quality.gaps import GAP_FACTOR
-from edgewise.quality.limits import Limits
-from edgewise.quality.spikes import JITTER_GAP, MAD_SCALE, RESOLUTION_SEEN, RESOLUTION_SHARE
+from edgewise.quality.limits import Limits, changes_too_fast
+from edgewise.quality.spikes import (
+    BIG_UNIT,
+    BIG_VALUE,
+    JITTER_GAP,
+    MAD_SCALE,
+    RESOLUTION_SEEN,
+    RESOLUTION_SHARE,
+)
 from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE, two_levels
 from edgewise.quality.stuck import FEW_LEVELS, REST_SHARE
 from edgewise.quality.units import PHYSICAL_RANGE
@@ -329,6 +346,9 @@ class _State:
     shift_ratio: float = math.nan
     shift_found: bool = False
     shift_gap: bool = False  # the last reading was no outlier, and the run went on
+    # the unit the run's values and steps are in: 1.0, or BIG_UNIT where the spike test
+    # judged in it (a plain default: a state saved before it is in plain units)
+    shift_unit: float = 1.0
     # the values judged most often (MAX_TRACKED_VALUES at most) and how often each came, a
     # lower bound; the time the finished runs at each of them counted with towards the
     # typical hold (as ``hold_bins``) while it was counted; whether the run under way is
@@ -362,6 +382,9 @@ class _State:
     noise_n: int = 0
     noise: float = 0.0
     slope: float = 0.0
+    # the unit of the noise bins' totals: 1.0, or BIG_UNIT once one would overflow (a
+    # plain default: a state saved before it has them in plain units)
+    noise_unit: float = 1.0
 
     def shifted(self, value: float, side: int, med: float, limit: float) -> bool:
         """Count ``value``, an outlier on ``side`` (+1 above, -1 below) of the window's
@@ -412,6 +435,30 @@ class _State:
         self.shift_last, self.shift_top, self.shift_ratio = value, 0.0, 1.0
         self.shift_entry = self.shift_step = (value - med) * side
         return False
+
+    def in_unit(self, unit: float) -> None:
+        """Express the run of outliers under way in ``unit`` (1.0 or :data:`BIG_UNIT`), the
+        one the spike test judges the reading in: its values and steps, exactly (powers of
+        two), so a run begun among huge readings goes on among ordinary ones and back.
+
+        >>> st = _State(0, 20.0, shift_unit=BIG_UNIT)   # judged among huge readings
+        >>> st.shifted(1e300 * BIG_UNIT, 1, -2e300 * BIG_UNIT, 1.0)
+        False
+        >>> st.in_unit(1.0); st.shift_unit, st.shift_lo, st.shift_entry
+        (1.0, 1e+300, 3e+300)
+        """
+        old = self.shift_unit
+        if unit == old:
+            return
+        self.shift_unit = unit
+        if self.shift_n:
+            r = unit / old
+            self.shift_lo *= r
+            self.shift_hi *= r
+            self.shift_last *= r
+            self.shift_entry *= r
+            self.shift_step *= r
+            self.shift_top *= r
 
     def held(self, value: float, limit: float) -> None:
         """Count ``value``, a reading that is no outlier (``limit``: the spike threshold):
@@ -648,6 +695,11 @@ class _State:
         ...     st.add_noise(d)
         >>> round(st.noise, 2)        # 0.6, the median: one jump moves it little
         0.63
+        >>> big = _State(0, 1e308)    # totals past the largest float: kept in BIG_UNIT
+        >>> for d in [1e308, 1.01e308, 1e308, 1.01e308, 1e308]:
+        ...     big.add_noise(d)
+        >>> big.noise_unit == BIG_UNIT, f"{big.noise:.4g}"
+        (True, '1.054e+308')
         """
         if not 0.0 < change < math.inf:
             return  # a change past the largest float (1.7e308 to -1.7e308) has no bin
@@ -656,14 +708,18 @@ class _State:
             bins = self.noise_bins = {}
         at = int(HOLD_BINS_PER_OCTAVE * math.log2(change))
         b = bins.get(at)
+        unit = self.noise_unit
         if b is not None:
-            total = b[1] + change
-            if total == math.inf:
-                return  # changes near the largest float: their bin's mean stays, finite
+            total = b[1] + change * unit
+            if total == math.inf:  # changes near the largest float: totals in BIG_UNIT
+                unit = self.noise_unit = BIG_UNIT
+                for c in bins.values():
+                    c[1] *= BIG_UNIT
+                total = b[1] + change * unit
             b[0] += 1.0
             b[1] = total
         else:
-            bins[at] = [1.0, change]
+            bins[at] = [1.0, change * unit]
             if len(bins) > MAX_NOISE_BINS:
                 del bins[min(bins, key=lambda k: bins[k][0])]
         n = self.noise_n = self.noise_n + 1
@@ -681,7 +737,7 @@ class _State:
                 b = bins[k]
                 cum += b[0]
                 if cum >= half:
-                    self.noise = MAD_SCALE * b[1] / b[0] / math.sqrt(2)
+                    self.noise = MAD_SCALE * b[1] / b[0] / math.sqrt(2) / unit
                     break
 
     def kept_at(self, ts: int) -> float | None:
@@ -992,6 +1048,25 @@ def _mid(a: float, b: float) -> float:
     return m if -math.inf < m < math.inf else a / 2 + b / 2
 
 
+def _unit(st: _State, value: float, window: list[float]) -> float:
+    """The unit the spike test judges ``value`` in against ``window`` (the stream's kept
+    values) with the run of outliers of ``st`` under way: :data:`BIG_UNIT` where one of
+    them lies beyond :data:`BIG_VALUE`, else 1.0 (ordinary readings, not scaled).
+
+    >>> st = _State(0, 20.0, max_abs=20.0)
+    >>> _unit(st, 21.0, [20.0] * 5), _unit(st, -1.7e308, [20.0] * 5)
+    (1.0, 5.421010862427522e-20)
+    """
+    big = value if value >= 0 else -value
+    if st.shift_n:
+        big = max(big, abs(st.shift_lo), abs(st.shift_hi), abs(st.shift_last))
+    if big > BIG_VALUE:
+        return BIG_UNIT
+    if st.max_abs <= BIG_VALUE:  # the largest kept value: the window's are no larger
+        return 1.0
+    return BIG_UNIT if max(max(window), -min(window)) > BIG_VALUE else 1.0
+
+
 def _median(xs: list[float]) -> float:
     """The median as numpy computes it (mean of the two middle values for an even count).
 
@@ -1109,6 +1184,16 @@ class StreamCleaner:
             st.slope = 0.0
             return _IN  # a two-state series' switch is no spike
         w = list(win)
+        # readings near the largest float are judged in BIG_UNIT: exact, and finite
+        noise = st.noise
+        unit = (1.0 if st.max_abs <= BIG_VALUE and -BIG_VALUE <= value <= BIG_VALUE
+                and not st.shift_n else _unit(st, value, w))
+        if unit != 1.0:
+            w = [x * unit for x in w]
+            value *= unit
+            noise *= unit
+        if unit != st.shift_unit:
+            st.in_unit(unit)
         h, odd = n >> 1, n & 1
         srt = sorted(w)
         centre = med = srt[h] if odd else _mid(srt[h - 1], srt[h])
@@ -1116,7 +1201,7 @@ class StreamCleaner:
         scale = MAD_SCALE * (srt[h] if odd else (srt[h - 1] + srt[h]) / 2)
         g = n // 3
         slope = 0.0
-        if g > 2 and scale > TREND_NOISE * st.noise:  # a spread beyond the noise
+        if g > 2 and scale > TREND_NOISE * noise:  # a spread beyond the noise
             lo, hi = n - 2 * g, n - g
             mid, last = _median(w[lo:hi]), _median(w[hi:])
             if mid != last:  # the resistant line of the last two thirds
@@ -1127,16 +1212,16 @@ class StreamCleaner:
                                               for x in r])
                 if spread < scale:  # a trend clearer than the spread about the median
                     centre, scale, slope = level + b * n, spread, b
-        st.slope = slope
+        st.slope = slope / unit
         a = centre if centre >= 0 else -centre
-        floor = max(scale, st.noise * TREND_ERROR if slope else st.noise, 1e-9 * a, 1e-300)
+        floor = max(scale, noise * TREND_ERROR if slope else noise, 1e-9 * a, 1e-300 * unit)
         dev = abs(value - centre)
         n_sigmas = self.n_sigmas
         out = dev > n_sigmas * floor
         if not (out or st.shift_n):
             st.shift_n = 0
             return _IN  # within the floors the window's own noise only raises
-        out = out and not st.is_level(value)
+        out = out and not st.is_level(value / unit)
         if out and abs(w[-1] - centre + slope) > TURN * floor:
             # the window's line misses its own last reading: unless that one was an
             # outlier, the series turned (a cycle's peak, its morning rise, a ramp's
@@ -1152,11 +1237,11 @@ class StreamCleaner:
         # relative: any units; never below the resolution (a move by a tenth of a sensor
         # that reports tenths is no spike), once a step has recurred enough to be one
         res = st.resolution_after(slot, out)
-        if res > floor:
-            floor = res
+        if res * unit > floor:
+            floor = res * unit
         limit = n_sigmas * floor
         if out and dev > limit and res > 0.0:  # jitter below the step it moves in
-            step = st.usual_step(res)
+            step = st.usual_step(res) * unit
             if step > floor:
                 limit = n_sigmas * step
         if not (out and dev > limit):
@@ -1205,8 +1290,8 @@ class StreamCleaner:
                 self._remove(key, "duplicate" if value == st.last_value else "conflict")
                 return None
         if st is not None and lim is not None and lim.max_rate is not None:
-            dt = max((reading.ts_ns - st.last_ts) / 1e9, 1e-9)
-            if abs(value - st.last_value) / dt > lim.max_rate:
+            if changes_too_fast(st.last_ts, st.last_value, reading.ts_ns, value,
+                                lim.max_rate):  # as the batch report judges it
                 self._remove(key, "rate")
                 return None
         ts = reading.ts_ns

@@ -148,6 +148,10 @@ def stuck_runs(
         raise QualityError(
             f"The 'min_run' parameter of stuck must be an int >= 2. Got {min_run!r} instead."
         )
+    if not 0 <= tol <= np.inf:  # NaN, or below 0: no two readings were ever the same
+        raise QualityError(
+            f"The 'tol' parameter of stuck must be a number >= 0 (the change within which "
+            f"readings count as the same). Got {tol!r} instead.")
     v = np.asarray(values, dtype=float).reshape(-1)
     if ts is None:
         t = np.arange(len(v), dtype=np.int64)
