@@ -45,10 +45,17 @@ devices' advisory locks, which a deletion takes too, :data:`COMPACT_CHUNK` devic
 transaction; a store opened with ``create=False`` (a command's), or by a role that may not
 write the seq tables (SELECT only), folds none.
 
-A device's ``device_stats`` and ``device_metrics`` rows are locked in device id order by
-appends and retention alike, and a deletion locks the device's ``device_stats`` row before
-its second pass, so it waits for an append of the device's readings in flight and deletes
-what that append committed.
+A device's ``device_stats`` row is the lock that orders the writers of its rows. A
+deletion (after the device's advisory lock) and retention (of the devices whose first
+reading is older than its cut) lock it before they delete any row of the device, several
+devices' in id order, as an append locks the rows of every device of its batch, in its
+statement inserting the readings and before it stores a conflict or a seq (a device none
+of whose readings it stores, only seqs, a conflict or duplicates, gets a row of 0
+readings, which :meth:`~PostgresStore.devices` leaves out). So a deletion waits for an
+append of the device in flight and deletes what it committed, whatever that stored, and a
+deletion and retention of one device never wait for each other's rows (each deleted its
+readings in its own order, by the primary key or by the table's pages, and they
+deadlocked).
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ from edgewise.store._sql import (
     TRIMMED,
     SQLStoreMixin,
     _alert_from_row,
+    _before,
     _marks_to_move,
     _with_times,
     acknowledge_alert_query,
@@ -104,6 +112,13 @@ DELETIONS = "devices_deleted"
 #: transaction ends: a deletion of the device and the compactions of its seqs
 #: (:meth:`PostgresStore._compact_seqs`) of every process take it, so they never overlap.
 _DEVICE_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(%s))"
+
+#: Locks a device's ``device_stats`` row (``%s``: its id), made with 0 readings where it has
+#: none: a deletion's first row lock. The upsert waits for an append in flight that wrote
+#: the row, and for one that made it (a device's first append), which a ``SELECT … FOR
+#: UPDATE`` does not see and would not wait for.
+_HOLD_STATS = ("INSERT INTO device_stats VALUES (%s, 0, NULL, NULL) ON CONFLICT (device_id) "
+               "DO UPDATE SET readings = device_stats.readings")
 
 #: Folds the seqs of the devices given (``%s``: text[]) that the tables hold, in one
 #: statement (one snapshot): each device's mark, runs and seqs rows are joined into
@@ -975,6 +990,19 @@ class PostgresStore(SQLStoreMixin):
     ) -> tuple[AppendResult, dict[str, set[int]]]:
         result = AppendResult()
         cur = con.cursor()
+        # every device of the batch (its readings', and those it may store seqs of) has
+        # its device_stats row locked (made with 0 readings where missing), in one id
+        # order, before any conflict or seq of it is stored, so that a deletion of the
+        # device waits for this append: one that stored no reading of a device (its seqs
+        # only, or a conflict, or duplicates) locked none, and what it stored outlived the
+        # deletion
+        devices = sorted({*cols.device_id,
+                          *(d for d, qs in seq_sets.items() if any(q >= 1 for q in qs))})
+        if not readings and devices:
+            cur.execute(
+                "INSERT INTO device_stats SELECT d, 0, NULL, NULL FROM unnest(%s::text[]) "
+                'AS u(d) ORDER BY d COLLATE "C" ON CONFLICT (device_id) DO UPDATE SET '
+                "readings = device_stats.readings", [devices])
         if readings:
             rows_in = zip(cols.device_id, cols.metric, cols.ts_ns, cols.value, cols.seq,
                           strict=True)
@@ -1002,7 +1030,10 @@ class PostgresStore(SQLStoreMixin):
                      ON CONFLICT DO NOTHING RETURNING device_id, metric, ts_ns),
                    st AS (
                      INSERT INTO device_stats
-                     SELECT device_id, count(*), min(ts_ns), max(ts_ns) FROM ins
+                     SELECT device_id, sum(n)::bigint, min(ts_ns), max(ts_ns) FROM (
+                       SELECT device_id, 1 AS n, ts_ns FROM ins
+                       UNION ALL SELECT d COLLATE "C", 0, NULL::bigint
+                       FROM unnest(%s::text[]) AS u(d)) AS a
                      GROUP BY device_id ORDER BY device_id
                      ON CONFLICT (device_id) DO UPDATE SET
                        readings = device_stats.readings + excluded.readings,
@@ -1011,7 +1042,7 @@ class PostgresStore(SQLStoreMixin):
                    dm AS (
                      INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM ins
                      ORDER BY device_id, metric ON CONFLICT DO NOTHING)
-                   SELECT device_id, metric, ts_ns FROM ins"""
+                   SELECT device_id, metric, ts_ns FROM ins""", [devices]
             ).fetchall()
             existing: dict[tuple[str, str, int], float] = {}
             if len(inserted) < len(first):
@@ -1185,8 +1216,8 @@ class PostgresStore(SQLStoreMixin):
     def delete_device(self, device_id: str, *, purge: bool = False) -> int:
         """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted.
 
-        An append of the device's readings in flight (another process's) is waited for,
-        and what it stored is deleted too.
+        An append of the device in flight (another process's: its readings, or only its
+        seqs) is waited for, and what it stored is deleted too.
 
         With ``purge=True`` the deleted rows are then purged from the tables' files
         (:meth:`purge`, a ``VACUUM FULL`` that locks the tables meanwhile) when the role
@@ -1194,8 +1225,6 @@ class PostgresStore(SQLStoreMixin):
         the files (as dead tuples) until :meth:`purge` runs (:attr:`PURGES_BY_DEFAULT`).
         """
         check_text_args("delete_device", device_id=device_id)
-        deletes = [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-                   for t in DEVICE_TABLES]
         n = len(DEVICE_TABLES)
         done = self._write(
             f"Deleting device {device_id!r}",
@@ -1203,26 +1232,23 @@ class PostgresStore(SQLStoreMixin):
                 # first: a compaction of the device (another process's too) is done, or
                 # waits for this deletion and then finds none of its rows
                 (_DEVICE_LOCK, [device_id]),
-                # its rows (the readings before the device_stats row, as retention locks
-                # them), then its device_stats row, locked: an append of its readings in
-                # flight holds that row until it commits, and is waited for; then what
-                # such an append committed meanwhile is deleted too (it kept readings that
-                # devices() and count_readings() no longer counted)
-                *deletes,
-                ("SELECT 1 FROM device_stats WHERE device_id = %s FOR UPDATE", [device_id]),
-                *deletes,
+                # then its device_stats row, before any other of its rows, as appends and
+                # retention lock it: an append of the device in flight (its readings, or
+                # only seqs) holds it until it commits and is waited for, and what it
+                # committed is deleted below (its seqs outlived the deletion); locked after
+                # the rows, it deadlocked with retention deleting the readings in another
+                # order, and with an append storing a seq the deletion had deleted
+                (_HOLD_STATS, [device_id]),
                 *((f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-                  for t in ("device_stats", "device_metrics")),
+                  for t in (*DEVICE_TABLES, "device_stats", "device_metrics")),
                 # the next generation: other processes check their seq state again
                 (("INSERT INTO ew_meta VALUES (%s, '1') ON CONFLICT (key) DO UPDATE "
                   "SET value = (ew_meta.value::bigint + 1)::text"), [DELETIONS]),
             ],
         )
-        # the rows of each table of both passes; the device_stats rows are not stored
-        # rows, nor is the note of a retention cut
-        counts = [a + b for t, a, b in zip(DEVICE_TABLES, done[1:1 + n],
-                                           done[2 + n:2 + 2 * n], strict=True)
-                  if t != TRIMMED]
+        # the rows of each table; the device_stats rows are not stored rows, nor is the
+        # note of a retention cut
+        counts = [c for t, c in zip(DEVICE_TABLES, done[2:2 + n], strict=True) if t != TRIMMED]
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
@@ -1295,21 +1321,40 @@ class PostgresStore(SQLStoreMixin):
         the cut its history was trimmed at (the latest one kept; :meth:`trimmed_before`,
         until :meth:`delete_device`). With ``purge=True`` the deleted rows are then purged
         from the files (:meth:`purge`).
+
+        The ``device_stats`` rows of the devices with readings older than ``ts_ns`` are
+        locked first (see the module's notes), so an append of one of them by another
+        process waits for the pass to commit, as this process's appends do (``_wlock``).
         """
         where, params = before_where(ts_ns, device_id, "%s")
+        first, cut = _before("first_ns", ts_ns, "%s")
+        first_params: list[Any] = [cut]
+        if device_id is not None:
+            first += " AND device_id = %s"
+            first_params.append(device_id)
         events, event_params = prune_events_where(ts_ns, device_id, "%s")
         with self._wlock:
             con = self._write_con()
             try:
                 with con.transaction():
+                    # the device_stats rows of the devices with readings older than the
+                    # cut, locked first, in id order, as appends and deletions lock them;
+                    # only their readings are deleted (an older reading of another device
+                    # committed since is the next pass's). Locked after the readings, a
+                    # deletion of one of the devices, which deleted them in another order
+                    # (the primary key's), failed one side as a deadlock.
+                    held = [r[0] for r in con.execute(
+                        f"SELECT device_id FROM device_stats WHERE {first} ORDER BY device_id "
+                        "FOR UPDATE", first_params).fetchall()]
                     rows = con.execute(
-                        f"WITH d AS (DELETE FROM readings WHERE {where} RETURNING device_id), "
+                        f"WITH d AS (DELETE FROM readings WHERE {where} AND device_id = "
+                        "ANY(%s::text[]) RETURNING device_id), "
                         f"t AS (INSERT INTO {TRIMMED} (device_id, before_ns) SELECT DISTINCT "
                         "device_id, %s::bigint FROM d ON CONFLICT (device_id) DO UPDATE SET "
                         f"before_ns = greatest({TRIMMED}.before_ns, EXCLUDED.before_ns)) "
                         "SELECT device_id, count(*) FROM d GROUP BY device_id",
-                        [*params, recorded_cut(ts_ns)],
-                    ).fetchall()
+                        [*params, held, recorded_cut(ts_ns)],
+                    ).fetchall() if held else []
                     con.execute(f"DELETE FROM conflicts WHERE {where}", params)
                     pruned = max(con.execute(f"DELETE FROM alert_events WHERE {events}",
                                              event_params).rowcount, 0)
