@@ -39,6 +39,7 @@ from edgewise.server.deps import get_store
 from edgewise.server.problems import (
     HEAD_SCOPE_KEY,
     PROBLEM_JSON,
+    SECURITY_ONLY_WRITES,
     install_problem_handlers,
     internal_error,
 )
@@ -77,7 +78,11 @@ Every error is `application/problem+json` with the keys
 operation lists the errors it answers. A request body over the limit is 413 before it is
 read (telemetry: `EDGEWISE_MAX_PAYLOAD_BYTES`; any other operation that takes a body:
 `EDGEWISE_MAX_BODY_BYTES`); an operation that takes none never reads one. A body field an
-operation does not take is 422 naming it. Every value a problem echoes is shortened (over
+operation does not take is 422 naming it; so is, on an operation that takes an API token,
+a query parameter it does not take (reason `unknown_parameter`: `allowed` lists those it
+takes), or one it takes once given twice (reason `repeated_parameter`). The device
+operations (telemetry, model offers) read an unknown query parameter as absent: an agent
+newer than its gateway may send one. Every value a problem echoes is shortened (over
 200 characters: cut, with its length).
 """
 
@@ -160,13 +165,37 @@ class SecurityHeaders:
             raise  # logged by the server; Starlette's own handler sends nothing more
 
 
+class _HeadAnswered(Exception):
+    """Raised into the app by :class:`HeadAsGet` once a HEAD's answer is whole (its headers
+    and the empty body sent): what the GET would stream after them is never made."""
+
+
+#: the ASGI messages that carry a response's body: its bytes, or a file the server sends
+#: (the ``pathsend`` and ``zerocopysend`` extensions)
+_BODY_MESSAGES = frozenset({"http.response.body", "http.response.pathsend",
+                            "http.response.zerocopysend"})
+
+
+def _has_length(message: Message) -> bool:
+    return any(k.lower() == b"content-length" for k, _ in message.get("headers", ()))
+
+
 class HeadAsGet:
     """Pure ASGI middleware: a ``HEAD`` request is served as the ``GET`` of its path (same
     status and headers, ``Content-Length`` included) with no body, as RFC 9110 (9.3.2) asks
     of every server that answers GET; load balancers probe ``/healthz`` so. FastAPI routes
     only the methods each route names, so it was a 405 on every route. A path that has no
     ``GET`` answers 405 naming what it allows. The request's own method is kept in its scope
-    under :data:`~edgewise.server.problems.HEAD_SCOPE_KEY` (errors name ``HEAD``)."""
+    under :data:`~edgewise.server.problems.HEAD_SCOPE_KEY` (errors name ``HEAD``).
+
+    A streamed answer (no ``Content-Length``: ``readings.csv``) ends with its headers: the
+    app is stopped there (:class:`_HeadAnswered`, raised from its ``send``), before its body
+    iterator yields a chunk, so a HEAD no longer reads and formats the whole history to
+    drop it (400,000 readings: 101 chunks, 1.6 to 2.3 s, now none). One sent in several
+    chunks with a ``Content-Length`` (a large static file) ends at its first chunk. The app
+    learns nothing of it: to it, the client stopped listening (a background task of the
+    response would not run; the app has none).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -177,16 +206,31 @@ class HeadAsGet:
             return
         ended = False
 
-        async def send_head(message: Message) -> None:
+        async def end() -> None:
             nonlocal ended
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            if not ended and not message.get("more_body", False):  # one empty body: the end
-                ended = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            ended = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: "HEAD"}, receive, send_head)
+        async def send_head(message: Message) -> None:
+            if ended:  # the app sends on after the end (it caught _HeadAnswered): dropped
+                return
+            if message["type"] == "http.response.start":
+                await send(message)
+                if not _has_length(message):  # a stream: its headers are all HEAD answers
+                    await end()
+                    raise _HeadAnswered
+            elif message["type"] in _BODY_MESSAGES:
+                await end()
+                if message.get("more_body", False):  # more to come: stop the app making it
+                    raise _HeadAnswered
+            else:
+                await send(message)
+
+        try:
+            await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: "HEAD"}, receive,
+                           send_head)
+        except _HeadAnswered:  # raised by send_head alone, once the answer has ended
+            return
 
 
 def create_app(
@@ -368,8 +412,17 @@ _SECURITY_BUSY = ("(reason 'security_busy') another writer (an 'edgewise token c
 _MERGED_ALERT = ("The alert was merged into another (reason 'merged_alert', its id in "
                  "'merged_into'): acknowledge or label that one instead.")
 
+#: The 422 every operation that takes an API token answers: its query string is checked
+#: against what it declares (:func:`edgewise.server.query.check_query`).
+_QUERY_422 = ("A query parameter the operation does not take (reason 'unknown_parameter', "
+              "naming it and its value; 'allowed' lists those it takes), or one it takes "
+              "once given more than once (reason 'repeated_parameter').")
+
 #: Errors that only some routes answer, and what they mean there. The rest follow from the
-#: route: 401/403 from its credentials, 413 from a body, 422 from any input, 503 from the store.
+#: route: 401/403 from its credentials, 413 from a body, 422 from any input (and, with a
+#: token, from any query parameter it does not take), 503 from the store, and the 503
+#: ``security_busy`` of the routes whose only write is one of security.sqlite
+#: (:data:`~edgewise.server.problems.SECURITY_ONLY_WRITES`).
 _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/telemetry"): {
         400: "The body is not gzip as its Content-Encoding says.", 415: _ERROR_TEXT[415],
@@ -380,10 +433,7 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
         503: _ERROR_TEXT[503]},
     ("post", "/v1/devices"): {409: "A device with that name exists (reason 'exists'), or the "
                               "store still holds data of a device of that id (reason "
-                              "'has_data'): delete it first, or pick another name.",
-                              503: f"{_ERROR_TEXT[503]} Or {_SECURITY_BUSY}"},
-    ("post", "/v1/devices/{device_id}/secret"): {503: f"Security store busy: {_SECURITY_BUSY}"},
-    ("post", "/v1/tokens"): {503: f"Security store busy: {_SECURITY_BUSY}"},
+                              "'has_data'): delete it first, or pick another name."},
     ("delete", "/v1/devices/{device_id}"): {404: "No device with that id is registered or has "
                                             "data."},
     ("get", "/v1/devices/{device_id}/readings"): {404: "No device with that id."},
@@ -464,10 +514,17 @@ def _route_errors(route: Any, method: str, op: dict[str, Any]) -> dict[int, str]
         if route.body_field is not None:  # a JSON body FastAPI decodes: only identity
             errors[415] = ("The body carries a Content-Encoding (gzip, br...) this route "
                            "does not take: send it as it is.")
-    if op.get("parameters") or "requestBody" in op or "422" in op.get("responses", {}):
+    if _token_role(route.dependant) is not None:  # its query string is checked
+        errors[422] = (f"{_ERROR_TEXT[422]} Or: {_QUERY_422}" if op.get("parameters")
+                       or "requestBody" in op or "422" in op.get("responses", {})
+                       else _QUERY_422)  # any query string at all is refused
+    elif op.get("parameters") or "requestBody" in op or "422" in op.get("responses", {}):
         errors[422] = _ERROR_TEXT[422]
     if _uses(route.dependant, get_store):
         errors[503] = _ERROR_TEXT[503]
+    if (method.upper(), route.path_format) in SECURITY_ONLY_WRITES:  # problems.security_busy
+        errors[503] = (f"{errors[503]} Or {_SECURITY_BUSY}" if 503 in errors
+                       else f"Security store busy: {_SECURITY_BUSY}")
     errors.update(_ROUTE_ERRORS.get((method, route.path_format), {}))
     return errors
 
@@ -525,6 +582,9 @@ def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
                 elif code == 429 and text == _THROTTLED:  # the route's own 429, and this one
                     responses[str(code)] = {**responses[str(code)],
                                             "description": f"{own} Or: {text}"}
+                elif code == 422 and _QUERY_422 in text:  # its own 422, and the query's
+                    responses[str(code)] = {**responses[str(code)],
+                                            "description": f"{own} Or: {_QUERY_422}"}
             for code, resp in responses.items():
                 if code.isdigit() and int(code) >= 400:  # the route's words, the Problem body
                     described = resp.get("description") or _ERROR_TEXT.get(int(code), "Error.")

@@ -31,6 +31,7 @@ from edgewise.errors import AuthError, ThrottledError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.security.credentials import ROLE_RANK, Principal, Security
 from edgewise.server.problems import Problem, shorten
+from edgewise.server.query import check_query
 from edgewise.store.base import Store
 
 __all__ = [
@@ -226,6 +227,11 @@ def require_role(role: str, security: Security | None = None) -> Callable[..., P
     It carries ``api_token_role``: the app tells the routes that need a token by it (their
     OpenAPI 401/403, and the 401 before reading their body, :mod:`edgewise.server.body_limit`).
 
+    Once the token passes, it checks the query string against the route's parameters
+    (:func:`~edgewise.server.query.check_query`): a caller without a valid token gets its
+    401 or 403 first, as it does for a parameter of a bad value (FastAPI checks those after
+    every dependency). Routes without a token (the device protocol) are not checked.
+
     >>> require_role("operator").api_token_role
     'operator'
     """
@@ -242,10 +248,12 @@ def require_role(role: str, security: Security | None = None) -> Callable[..., P
         # a device secret sent here is counted as telemetry counts it: per peer address,
         # in the gateway's edgewise_auth_failures_total
         pipeline = getattr(request.app.state, "pipeline", None)
-        return check_role(authenticate_token(
+        who = check_role(authenticate_token(
             tokens, authorization, x_device_id,
             source=request.client.host if request.client else None,
             count=pipeline.metrics.inc if pipeline is not None else None), role)
+        check_query(request)
+        return who
 
     check.__name__ = f"require_{role}"
     check.api_token_role = role  # type: ignore[attr-defined]  # how the app finds token routes

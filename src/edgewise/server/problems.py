@@ -387,7 +387,9 @@ def internal_error(method: str, path: str, exc: BaseException) -> Problem:
 HEAD_SCOPE_KEY = "edgewise.method"
 
 #: the routes whose only write is one transaction of ``security.sqlite`` (method, path
-#: format): refused at its start (:class:`SecurityBusyError`), nothing of them was done
+#: format): refused at its start (:class:`SecurityBusyError`), nothing of them was done.
+#: The one list of them: the OpenAPI documents their 503 ``security_busy`` from it
+#: (:func:`edgewise.server.app._route_errors`)
 SECURITY_ONLY_WRITES = frozenset({
     ("POST", "/v1/devices"), ("POST", "/v1/devices/{device_id}/secret"),
     ("POST", "/v1/tokens"),

@@ -1,4 +1,5 @@
-"""Query-string values of the API: instants and durations, with problem errors.
+"""Query-string values of the API: instants and durations, with problem errors; and the
+query string itself, checked against what the route declares (:func:`check_query`).
 
 Instants are RFC 3339 (with an offset, e.g. ``2024-01-31T12:00:00Z``) or epoch seconds;
 durations are ``500ms``, ``60s``, ``5m``, ``2h``, ``1d`` or plain seconds.
@@ -15,18 +16,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import json
 import math
 import re
+import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import field_annotation_is_sequence, get_flat_dependant
+from pydantic import BaseModel
+from starlette.requests import Request
+
 from edgewise.errors import PayloadError
-from edgewise.server.problems import Problem
+from edgewise.server.problems import HEAD_SCOPE_KEY, Problem, shorten
 from edgewise.telemetry import parse_time_text
 
-__all__ = ["bad_cursor", "cursor_key", "format_ns", "make_cursor", "parse_duration",
-           "parse_instant", "unknown_metric"]
+__all__ = ["QuerySpec", "bad_cursor", "check_query", "closest_parameter", "cursor_key",
+           "format_ns", "make_cursor", "parse_duration", "parse_instant", "query_spec",
+           "repeated_parameter", "unknown_metric", "unknown_parameter"]
 
 _INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
                     "(s, ms, us or ns), from 1970 to 2262")
@@ -180,3 +190,164 @@ def bad_cursor(cursor: str, allowed: str) -> Problem:
         f"Query parameter 'cursor' must be {allowed}. Got {shown!r} instead.",
         field="cursor", value=shown, allowed=allowed, reason="bad_cursor",
     )
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """The query parameters a route declares: ``names`` in the order it declares them,
+    ``lists`` those it takes as a list (given once per value, so repeatable)."""
+
+    names: tuple[str, ...]
+    lists: frozenset[str]
+
+
+#: each route's :class:`QuerySpec` (``None``: left unchecked), made at its first request
+_SPECS: weakref.WeakKeyDictionary[Any, QuerySpec | None] = weakref.WeakKeyDictionary()
+
+
+def _alias(field: Any) -> str:
+    """The name a query field is read by: its validation alias, else its alias (FastAPI's
+    own rule, kept here: the helper it has for it is not in every version we take)."""
+    return getattr(field, "validation_alias", None) or field.alias
+
+
+def query_spec(route: Any) -> QuerySpec | None:
+    """The query parameters ``route`` (an ``APIRoute``) declares, from its dependencies and
+    its own parameters as FastAPI reads them (a ``Query`` alias such as ``format`` by its
+    alias); ``None`` for a route with none to check against (not an ``APIRoute``)."""
+    if route is None:
+        return None
+    try:
+        return _SPECS[route]
+    except (KeyError, TypeError):
+        pass
+    dependant = getattr(route, "dependant", None)
+    spec = None
+    if isinstance(dependant, Dependant):
+        fields = get_flat_dependant(dependant).query_params
+        if len(fields) == 1 and isinstance(fields[0].field_info.annotation, type) and \
+                issubclass(fields[0].field_info.annotation, BaseModel):  # a query model
+            model = fields[0].field_info.annotation
+            pairs = [(info.alias or name, info.annotation)
+                     for name, info in model.model_fields.items()]
+        else:
+            pairs = [(_alias(f), f.field_info.annotation) for f in fields]
+        spec = QuerySpec(names=tuple(dict.fromkeys(name for name, _ in pairs)),
+                         lists=frozenset(name for name, annotation in pairs
+                                         if field_annotation_is_sequence(annotation)))
+    try:
+        _SPECS[route] = spec
+    except TypeError:  # a route that takes no weak reference: worked out at each request
+        pass
+    return spec
+
+
+#: what a client may mean by a parameter the API names otherwise (tried in turn, before
+#: the closest spelling)
+_SYNONYMS = {
+    "from": ("start", "since"), "begin": ("start", "since"), "after": ("since", "start"),
+    "to": ("end",), "until": ("end",), "stop": ("end",), "before": ("end", "before_id"),
+    "page": ("cursor",), "offset": ("cursor",), "next": ("cursor",),
+    "size": ("limit",), "page_size": ("limit",), "per_page": ("limit",), "max": ("limit",),
+}
+
+
+def closest_parameter(key: str, names: tuple[str, ...]) -> str | None:
+    """The parameter of ``names`` that ``key`` most likely meant: the same in another case,
+    a synonym (``from`` for ``start``), or the closest spelling (``device_id`` for
+    ``device``); ``None`` when none is close.
+
+    >>> names = ("metric", "start", "end", "step", "limit")
+    >>> closest_parameter("from", names), closest_parameter("metrics", names)
+    ('start', 'metric')
+    >>> closest_parameter("device_id", ("device", "status")), closest_parameter("x", names)
+    ('device', None)
+    """
+    low = key.strip().lower()
+    for name in names:
+        if name.lower() == low:
+            return name
+    for name in _SYNONYMS.get(low, ()):
+        if name in names:
+            return name
+    found = difflib.get_close_matches(low, names, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _operation(request: Request) -> str:
+    """``'GET /v1/alerts'``: the request's method (``HEAD`` as sent) and its route's path."""
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", None) or shorten(request.url.path)
+    return f"{request.scope.get(HEAD_SCOPE_KEY, request.method)} {path}"
+
+
+def unknown_parameter(key: str, value: str, names: tuple[str, ...],
+                      operation: str) -> Problem:
+    """The 422 ``unknown_parameter`` of a query parameter ``key`` (given ``value``) that
+    ``operation`` does not take: it lists the ``names`` it takes, and the closest one.
+
+    >>> p = unknown_parameter("from", "2024-01-01T00:00:00Z", ("start", "end"), "GET /v1/x")
+    >>> p.detail
+    "Query parameter 'from' is not one GET /v1/x takes (did you mean 'start'?); it takes start, end. Got from='2024-01-01T00:00:00Z'."
+    >>> p.field, p.value, p.allowed, p.reason
+    ('from', '2024-01-01T00:00:00Z', 'one of start, end', 'unknown_parameter')
+    >>> unknown_parameter("x", "1", (), "GET /v1/me").allowed
+    'none: GET /v1/me takes no query parameters; leave the query string out'
+    """  # noqa: E501
+    best = closest_parameter(key, names)
+    hint = f" (did you mean {best!r}?)" if best else ""
+    takes = f"it takes {', '.join(names)}" if names else "it takes none"
+    allowed = (f"one of {', '.join(names)}" if names else
+               f"none: {operation} takes no query parameters; leave the query string out")
+    return Problem(
+        422, "Invalid query parameter",
+        f"Query parameter {shorten(key)!r} is not one {operation} takes{hint}; {takes}. "
+        f"Got {shorten(key)}={_shown(value)!r}.",
+        field=shorten(key), value=value, allowed=allowed, reason="unknown_parameter",
+    )
+
+
+def repeated_parameter(key: str, values: list[str], operation: str) -> Problem:
+    """The 422 ``repeated_parameter`` of a query parameter ``operation`` takes one value of,
+    given more than once (``values``): only one would be read, the others dropped unsaid.
+
+    >>> p = repeated_parameter("start", ["1", "2"], "GET /v1/x")
+    >>> p.detail
+    "Query parameter 'start' must be given at most once (GET /v1/x reads one value of it); got 2: '1', '2'. Send one."
+    >>> p.field, p.value, p.reason
+    ('start', "'1', '2'", 'repeated_parameter')
+    """  # noqa: E501
+    shown = ", ".join(repr(_shown(v)) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+    return Problem(
+        422, "Invalid query parameter",
+        f"Query parameter {key!r} must be given at most once ({operation} reads one value "
+        f"of it); got {len(values)}: {shown}. Send one.",
+        field=key, value=shown, allowed=f"one value of {key!r}, given once",
+        reason="repeated_parameter",
+    )
+
+
+def check_query(request: Request) -> None:
+    """Refuse a query string its route would read otherwise than it was meant: a key the
+    route does not declare (:func:`unknown_parameter`: a typo such as ``from`` for ``start``
+    was dropped without a word, and the answer was the whole history), or a parameter it
+    takes one value of given twice (:func:`repeated_parameter`: FastAPI kept the last).
+    A parameter declared as a list stays repeatable; a request outside any route passes.
+
+    The routes of people and their tools (those that take an API token) call it, from
+    :func:`~edgewise.server.deps.require_role` once the token passes. The device protocol
+    (telemetry, model offers) does not: an agent newer than its gateway may send a
+    parameter this gateway does not know yet, and it must be read as if absent
+    (:meth:`edgewise.edge.agent.EdgeAgent.check_update` relies on it).
+    """
+    spec = query_spec(request.scope.get("route"))
+    if spec is None:
+        return
+    given: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        if key not in spec.names:
+            raise unknown_parameter(key, value, spec.names, _operation(request))
+        given.setdefault(key, []).append(value)
+    for key, values in given.items():
+        if len(values) > 1 and key not in spec.lists:
+            raise repeated_parameter(key, values, _operation(request))

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -65,34 +65,11 @@ def parse_range(start: str | None, end: str | None,
     return start_ns, end_ns, step_ns
 
 
-def _one_metric(request: Request) -> None:
-    """A 422 problem naming ``metric`` when the query gives it more than once: the routes
-    read one metric (or all), and a second one would be dropped without a word.
-
-    >>> from starlette.requests import Request as R
-    >>> _one_metric(R({"type": "http", "query_string": b"metric=temp_c&metric=rpm"}))
-    Traceback (most recent call last):
-    ...
-    edgewise.server.problems.Problem: Query parameter 'metric' must be given at most once: ...
-    """
-    given = request.query_params.getlist("metric")
-    if len(given) > 1:
-        allowed = "one metric, given once (leave 'metric' out to get them all)"
-        shown = ", ".join(repr(m) for m in given[:10]) + (" ..." if len(given) > 10 else "")
-        raise Problem(
-            422, "Invalid query parameter",
-            f"Query parameter 'metric' must be given at most once: {allowed}. Got "
-            f"{len(given)}: {shown} instead.",
-            field="metric", value=shown, allowed=allowed, reason="repeated_parameter",
-        )
-
-
 _REFUSALS = {404: {"description": "No device with that id (reason 'unknown_device'), or "
                      "a `metric` the device has never had (reason 'unknown_metric': the "
                      "detail lists its metrics); a metric it has, with no reading in the "
                      "range, is an empty answer."},
-               422: {"description": "A bad parameter ('field' names it), or `metric` given "
-                     "more than once (reason 'repeated_parameter')."}}
+               422: {"description": "A bad parameter ('field' names it)."}}
 
 
 @router.get(
@@ -106,7 +83,6 @@ _REFUSALS = {404: {"description": "No device with that id (reason 'unknown_devic
 )
 async def readings(
     who: Viewer,
-    request: Request,
     store: StoreDep,
     security: SecurityDep,
     device_id: Annotated[str, Path(description="The device id.")],
@@ -118,7 +94,6 @@ async def readings(
         int, Query(ge=1, le=MAX_POINTS, description="At most this many points in all.")
     ] = MAX_POINTS,
 ) -> dict[str, Any]:
-    _one_metric(request)
     start_ns, end_ns, step_ns = parse_range(start, end, step)
     if metric:  # its 404 names the device's metrics; without one, whether it is known
         await run_in_threadpool(device_summary, security, store, device_id, metric)
@@ -197,7 +172,6 @@ def _file_name(device_id: str) -> str:
 )
 async def readings_csv(
     who: Viewer,
-    request: Request,
     store: StoreDep,
     security: SecurityDep,
     device_id: Annotated[str, Path(description="The device id.")],
@@ -214,7 +188,6 @@ async def readings_csv(
 ) -> CsvResponse:
     from edgewise.server.readings_csv import csv_chunks
 
-    _one_metric(request)
     start_ns, end_ns, step_ns = parse_range(start, end, step)
     summary = await run_in_threadpool(device_summary, security, store, device_id, metric)
     metrics = sorted(summary.metrics) if summary is not None else []
