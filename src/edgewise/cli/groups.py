@@ -112,6 +112,7 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
         long = pd.DataFrame({"device": ids.to_numpy(), "metric": _ids(
             cells["metric"], "metric", "metric", Path(where)).to_numpy(),
             "value": _numbers(df["value"]).to_numpy()}, index=index)
+        _long_repeats(long, where)
         # every metric a device names stays a column, one without a number too (else a
         # device whose values are all text is refused as having no columns at all)
         return {str(d): g.pivot_table(index=g.index, columns="metric", values="value",
@@ -142,6 +143,33 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
             g = g.groupby(level=0).mean()
         out[str(d)] = g
     return out
+
+
+def _long_repeats(long: pd.DataFrame, where: str) -> None:
+    """Refuse, as a wide file's are, a long file's device holding more than one number of
+    one metric at one time at more than 1 % of its times (two devices under one id: their
+    readings were averaged into one device between them, without a word); say so, once per
+    device, where fewer are (a logger's repeat: their mean is used)."""
+    import pandas as pd
+
+    numbered = long[long["value"].notna()]
+    keys = pd.DataFrame({"device": numbered["device"].to_numpy(),
+                         "metric": numbered["metric"].to_numpy(),
+                         "time": numbered.index})
+    repeated = keys[keys.duplicated(["device", "metric", "time"], keep=False)]
+    if repeated.empty:
+        return
+    times = pd.Series(long.index).groupby(long["device"].to_numpy()).nunique()
+    for d, g in repeated.groupby("device", sort=True):
+        n, first = int(g["time"].nunique()), g.sort_values(["time", "metric"]).iloc[0]
+        where_first = f"(the first: metric {str(first['metric'])!r} at {first['time'].isoformat()})"
+        if n > max(1, int(times[d]) // 100):
+            raise fail(f"{where}: device {str(d)!r} has more than one reading of a metric at "
+                       f"{n} of its {int(times[d])} times {where_first}; a long file holds "
+                       "one row per device, metric and time (two devices under one id would "
+                       "be averaged into one that is neither): give each device its own id")
+        typer.echo(f"note: {where}: device {str(d)!r} has more than one reading of a metric "
+                   f"at {n} time(s) {where_first}; their mean is used", err=True)
 
 
 def _csv_histories(path: Path, time_column: str | None,

@@ -103,7 +103,8 @@ def train_local(
     (per-sample gradients clipped to ``dp_max_grad_norm``, Gaussian noise, Poisson
     sampling with Opacus's rate 1/⌈len(X)/batch_size⌉ and ⌊1/rate⌋ steps an epoch); the ε
     it costs is computed by :func:`edgewise.federated.privacy.dp_sgd_epsilon` from the same
-    numbers (:func:`~edgewise.federated.privacy.opacus_sampling`). The noise and
+    numbers (:func:`~edgewise.federated.privacy.opacus_sampling`), every one of those
+    steps taken, an empty Poisson batch too (noise alone, as Opacus does). The noise and
     the Poisson sample are drawn from generators seeded from the OS's entropy on every call,
     never from ``seed``: noise that anyone knowing the seed could replay and subtract would
     protect nothing, and noise shared between devices would not average out. (Opacus's
@@ -164,10 +165,15 @@ def train_local(
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         for _ in range(epochs):
             for xb, yb in batches():
-                if len(xb) == 0:
+                if len(xb) == 0 and dp_noise_multiplier <= 0:
                     continue
                 opt.zero_grad()
-                loss = loss_fn(module(xb), yb)
+                out = module(xb)
+                # a Poisson batch can be empty: DP-SGD still takes the step, noise alone
+                # (Opacus's contract, and the step the accountant counts); skipping it left
+                # the model exactly unchanged, which noise never does, so an empty batch
+                # showed (batch 1 of 3 records: 30% of the steps skipped)
+                loss = loss_fn(out, yb) if len(xb) else out.sum() * 0.0
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(xb)

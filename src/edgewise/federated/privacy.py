@@ -172,23 +172,6 @@ def countable_mechanism(z: Any, q: Any, steps: Any) -> bool:
     return 0 < z < math.inf and 0 < q <= 1 and 0 <= steps < math.inf
 
 
-def _composed_epsilon(parts: Iterable[tuple[object, int]], delta: float,
-                      replace_one: bool = False) -> float:
-    """ε after composing each ``(event, count)`` of ``parts`` ``count`` times, by the RDP
-    accountant over ``_ORDERS`` (add/remove neighbours, or replace-one). Histories of
-    Poisson-subsampled Gaussian steps take :func:`composed_epsilon`, which sums the same
-    curves (:func:`_step_rdp`) the accountant would, in the same order."""
-    import dp_accounting
-    from dp_accounting import rdp
-
-    relation = (dp_accounting.NeighboringRelation.REPLACE_ONE if replace_one
-                else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-    accountant = rdp.RdpAccountant(_ORDERS, relation)
-    for event, count in parts:
-        accountant.compose(dp_accounting.SelfComposedDpEvent(event, count))
-    return float(accountant.get_epsilon(delta))
-
-
 def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float:
     """ε of a whole history of Poisson-subsampled Gaussian steps, composed by the RDP
     accountant (tighter than adding up each part's ε).
@@ -366,11 +349,34 @@ def device_level_epsilon(
         )
     if rounds == 0:
         return 0.0
-    import dp_accounting
+    # what dp-accounting's REPLACE_ONE RdpAccountant composes for rounds of a
+    # SampledWithoutReplacementDpEvent(num_devices, sample_size, GaussianDpEvent(z / 2)),
+    # with the guards of _step_rdp: at a noise multiplier of 1e-155 its curve is NaN, and
+    # its epsilon of a NaN curve was 0 (below 1e-162 it divided by zero)
+    sampled = _epsilon_of_curve(_wor_rdp(sample_size / num_devices, noise_multiplier / 2.0)
+                                * int(rounds), delta)
+    return min(sampled, unsampled)
 
-    event = dp_accounting.SampledWithoutReplacementDpEvent(
-        num_devices, sample_size, dp_accounting.GaussianDpEvent(noise_multiplier / 2.0))
-    return min(_composed_epsilon([(event, rounds)], delta, replace_one=True), unsampled)
+
+@lru_cache(maxsize=256)
+def _wor_rdp(sampling_rate: float, noise_multiplier: float) -> Any:
+    """The RDP curve at ``_ORDERS`` of one Gaussian step on a sample drawn without
+    replacement (replace-one neighbours; Wang, Balle and Kasiviswanathan's bound, as
+    ``dp-accounting`` computes it): a read-only float64 array, infinite at an order the
+    accountant cannot compute (NaN) and everywhere when it fails outright."""
+    import numpy as np
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    try:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            curve = np.array(rdp._compute_rdp_sample_wor_gaussian(
+                q=sampling_rate, noise_multiplier=noise_multiplier,
+                orders=np.array(_ORDERS, dtype=np.float64)), dtype=np.float64)
+    except (ZeroDivisionError, OverflowError):
+        curve = np.full(len(_ORDERS), np.inf)
+    curve[np.isnan(curve)] = np.inf
+    curve.setflags(write=False)
+    return curve
 
 
 def device_noise_for_epsilon(

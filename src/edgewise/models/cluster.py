@@ -55,7 +55,9 @@ in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. 
 profiles) is, of those whose silhouette's margin over the silhouette a single Gaussian
 cloud of the same covariance reaches at that number (eight seeded draws, clustered as the
 fleet is) is wider than a draw's own best margin over the other draws (how far chance
-alone reaches), the one with the best silhouette; a grouping whose centres are less than
+alone reaches), the one with the best silhouette (margins are taken on
+``-log(1 - silhouette)``, which does not end at 1: 8 pumps of two kinds 20 sd apart, at
+0.99 against a cloud's 0.90, were one group); a grouping whose centres are less than
 one unit apart does not count, and the fleet is one group when no number's margin goes
 further than chance: then nothing separates the fleet. A "group" of fewer than
 ``min_group_size`` devices is not kept; its devices are odd ones out; so ``n_groups`` may
@@ -566,11 +568,15 @@ class BehaviourGroups:
         draws = [self._silhouettes(_gaussian_like(Zf, rng), tried, seed)
                  for _ in range(_NULL_DRAWS)]
         self.null_silhouette_ = {k: max(d[k] for d in draws) for k in tried}
-        margin = {k: self.silhouette_[k] - max(self.null_silhouette_[k], 0.0) for k in tried}
+        # margins on -log(1 - silhouette): a silhouette cannot pass 1, so two kinds far
+        # apart (0.99) had no room to beat a cloud that happened to split (0.90 among 8
+        # devices) by more than chance, and 8 pumps of two kinds 20 sd apart were one group
+        sil, null = _stretched(self.silhouette_), [_stretched(d) for d in draws]
+        margin = {k: sil[k] - max(max(d[k] for d in null), 0.0) for k in tried}
         # a cloud's own best margin over the other draws (at any k) says how far chance
         # alone reaches, and the fleet must go further
-        chance = max(max(d[k] - max(max(o[k] for o in draws if o is not d), 0.0)
-                         for k in tried) for d in draws)
+        chance = max(max(d[k] - max(max(o[k] for o in null if o is not d), 0.0)
+                         for k in tried) for d in null)
         # of the numbers of groups whose margin goes further than chance, the best grouping
         # (silhouette): the widest margin alone favours few groups, whose null is lowest
         # (four groups at levels 0/20/40/60 were taken as two)
@@ -1046,6 +1052,18 @@ def _shrunk(X: np.ndarray, ratio: np.ndarray, weights: np.ndarray,
         cz = 0.0 if centre is None else _LINEAR * np.sinh(centre / w / _LINEAR)
         out = _LINEAR * np.arcsinh((cz + (xz - cz) / ratio) / _LINEAR) * w
     return np.where((ratio > 1.0) & (weights > 0), out, X)  # type: ignore[no-any-return]
+
+
+def _stretched(silhouettes: Mapping[int, float]) -> dict[int, float]:
+    """Silhouettes on the scale their margins are compared on: ``-log(1 - s)`` where
+    ``s > 0`` (about ``s`` for small ones, unbounded as ``s`` nears its ceiling of 1),
+    ``s`` itself otherwise (a grouping that does not count: -1).
+
+    >>> {k: round(v, 3) for k, v in _stretched({2: 0.5, 3: 0.99, 4: -1.0}).items()}
+    {2: 0.693, 3: 4.605, 4: -1.0}
+    """
+    return {k: -math.log(max(1.0 - s, 1e-12)) if s > 0 else s
+            for k, s in silhouettes.items()}
 
 
 def _gaussian_like(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:

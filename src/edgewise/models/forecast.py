@@ -47,7 +47,13 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    :class:`~edgewise.models.conformal.ConformalBands` per quarter of the horizon turns them
    into intervals (local in the forecast's size: demand varies more when it is high; a
    forecast beyond every calibration forecast, as on a trending series, takes all the
-   residuals of its quarter instead of the few at the edge). A quarter with fewer known
+   residuals of its quarter instead of the few at the edge). Each step of the tail counts
+   once per quarter (the residual of one forecast of it, drawn at random): in a short
+   tail the origins are consecutive steps, each step is the target of up to a quarter of
+   the horizon of them, and counting its noise that often made the bands fit the noise of
+   a few steps (14 days of hourly readings, horizon 48: the 90% interval held the truth
+   0.84 of the time on a noisy daily cycle, 0.74 with autocorrelated noise; now 0.93 and
+   0.87). A quarter with fewer known
    residuals than a finite interval needs (19 for ``alpha=0.1``: few calibration origins,
    a gappy tail) is pooled with the next (the last with the one before); fewer than that
    in all leaves the interval unbounded (``low`` ``-inf``, ``high`` ``inf``; clipped at
@@ -83,6 +89,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -742,12 +749,18 @@ class Forecaster:
                 "Forecaster's held-out tail has no known value to calibrate its intervals "
                 "on; give a history whose last part holds readings.", field="values",
                 value="empty tail")
+        # one residual per target step and part: the calibration origins are consecutive
+        # steps in a short tail, so one step's truth is the target of up to a quarter of the
+        # horizon of them, and its noise counted that many times
+        target = origins[:, None] + 1 + np.arange(self.horizon)[None, :]
+        pick = np.random.default_rng(seed).permutation(target.size)
         for hs in _pooled(np.array_split(np.arange(self.horizon), min(4, self.horizon)),
-                          known.sum(axis=0), min_residuals(self.alpha)):
-            p, t = pred[:, hs].ravel(), truth[:, hs].ravel()
-            ok = known[:, hs].ravel()
-            self.bands_.append((hs, ConformalBands(alpha=self.alpha, share=0.3).fit(p[ok], t[ok]),
-                                ConformalBands(alpha=self.alpha, share=1.0).fit(p[ok], t[ok])))
+                          lambda hs: len(_one_per_target(target, known, hs, pick)),
+                          min_residuals(self.alpha)):
+            at = _one_per_target(target, known, hs, pick)
+            p, t = pred.ravel()[at], truth.ravel()[at]
+            self.bands_.append((hs, ConformalBands(alpha=self.alpha, share=0.3).fit(p, t),
+                                ConformalBands(alpha=self.alpha, share=1.0).fit(p, t)))
         self.n_calibration_ = int(np.sum(~np.isnan(truth)))
         self.trees_ = self._fit_trees(series, grid, n - 1, seed)
         keep = self._lookback() + 1
@@ -1018,21 +1031,24 @@ def _acf(y: np.ndarray, lag: int) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def _pooled(parts: list[np.ndarray], counts: np.ndarray, need: int) -> list[np.ndarray]:
+def _pooled(parts: list[np.ndarray], count: Callable[[np.ndarray], int],
+            need: int) -> list[np.ndarray]:
     """Adjacent ``parts`` (steps ahead) merged until each holds ``need`` residuals
-    (``counts`` per step ahead), the last short one into the one before it: a part with
-    fewer would have infinite bounds. All of them together holding fewer: one part.
+    (``count(steps)``: the residuals those steps ahead give together), the last short one
+    into the one before it: a part with fewer would have infinite bounds. All of them
+    together holding fewer: one part.
 
-    >>> [p.tolist() for p in _pooled(np.array_split(np.arange(4), 4), np.full(4, 10), 19)]
+    >>> per_step = lambda n: (lambda steps: n * len(steps))
+    >>> [p.tolist() for p in _pooled(np.array_split(np.arange(4), 4), per_step(10), 19)]
     [[0, 1], [2, 3]]
-    >>> [p.tolist() for p in _pooled(np.array_split(np.arange(6), 3), np.full(6, 5), 19)]
+    >>> [p.tolist() for p in _pooled(np.array_split(np.arange(6), 3), per_step(5), 19)]
     [[0, 1, 2, 3, 4, 5]]
     """
     out: list[np.ndarray] = []
     current = np.array([], dtype=np.int64)
     for part in parts:
         current = np.concatenate([current, part])
-        if counts[current].sum() >= need:
+        if count(current) >= need:
             out.append(current)
             current = np.array([], dtype=np.int64)
     if len(current):
@@ -1041,6 +1057,25 @@ def _pooled(parts: list[np.ndarray], counts: np.ndarray, need: int) -> list[np.n
         else:
             out.append(current)
     return out
+
+
+def _one_per_target(target: np.ndarray, known: np.ndarray, steps: np.ndarray,
+                    order: np.ndarray) -> np.ndarray:
+    """Flat indices into ``target`` (origins x steps ahead: the step each forecast is of)
+    of one known forecast per target step among the ``steps`` ahead: the first in ``order``
+    (a permutation of the flat indices) of those of each target.
+
+    >>> target = np.array([[1, 2], [2, 3]])  # origins 0 and 1, 1 and 2 steps ahead
+    >>> known = np.ones((2, 2), dtype=bool)
+    >>> _one_per_target(target, known, np.array([0, 1]), np.arange(4)).tolist()
+    [0, 1, 3]
+    """
+    mask = np.zeros(target.shape, dtype=bool)
+    mask[:, steps] = True
+    mask &= known
+    at = order[mask.ravel()[order]]
+    _, first = np.unique(target.ravel()[at], return_index=True)
+    return np.sort(at[first])
 
 
 def _take(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
