@@ -338,12 +338,13 @@ def test_save_into_a_missing_folder_makes_it(tmp_path: Path) -> None:
 
 
 def test_a_long_csv_device_with_no_number_names_its_metric(tmp_path: Path) -> None:
-    """Check a long file's device whose values are all text is refused naming the metric
-    it sent (before: "columns: []")."""
+    """Check a long file's device with no number (its cells empty markers: text is refused
+    on its own since session 44) is refused naming the metric it sent (before: "columns:
+    []")."""
     csv = tmp_path / "long.csv"
     csv.write_text("device_id,time,metric,value\na,2024-01-01T00:00:00Z,t,1\n"
-                   "a,2024-01-01T00:01:00Z,t,2\nb,2024-01-01T00:00:00Z,t,abc\n"
-                   "b,2024-01-01T00:01:00Z,t,xyz\n")
+                   "a,2024-01-01T00:01:00Z,t,2\nb,2024-01-01T00:00:00Z,t,nan\n"
+                   "b,2024-01-01T00:01:00Z,t,null\n")
     r = CliRunner(mix_stderr=False).invoke(app, ["groups", "--csv", str(csv)])
     assert r.exit_code == 2 and "Device 'b' has no finite reading" in r.stderr, r.stderr
     assert "(columns: ['t'])" in r.stderr, r.stderr

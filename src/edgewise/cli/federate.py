@@ -189,6 +189,40 @@ def _check_epsilon(epsilon: float, option: str = "--dp-epsilon") -> None:
         raise fail(f"{option} must be a finite number >= 0 (0: no DP-SGD). Got {epsilon}.")
 
 
+def _check_dp_noise_accountable(dp_noise: float, *, rounds: int, devices: int) -> None:
+    """Refuse a ``--dp-noise`` > 0 so small that the privacy accountant gives a device-level
+    epsilon of inf over ``rounds`` rounds of ``devices`` devices (every one each round, as
+    ``federate server`` samples): the run would report epsilon inf, no guarantee at all.
+    The message names the smallest noise multiplier (3 significant digits, rounded up)
+    whose epsilon is finite."""
+    import math
+
+    import numpy as np
+
+    from edgewise.federated.privacy import ceil_significant, device_level_epsilon
+
+    def finite(z: float) -> bool:
+        with np.errstate(over="ignore"):  # a huge RDP curve times the rounds overflows
+            return math.isfinite(device_level_epsilon(z, rounds, num_devices=devices,
+                                                      sample_size=devices))
+
+    if not 0 < dp_noise < math.inf or finite(dp_noise):
+        return
+    lo, hi = math.log(dp_noise), 0.0  # epsilon inf at lo; finite at hi (found below)
+    while not finite(math.exp(hi)):
+        lo, hi = hi, hi + 23.0  # ×1e10 until finite (only for astronomically many rounds)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if finite(math.exp(mid)) else (mid, hi)
+    least = ceil_significant(math.exp(hi))
+    while not finite(least):
+        least = ceil_significant(least * 1.001)
+    raise fail(f"--dp-noise {dp_noise:g} is too small: the privacy accountant gives "
+               f"device-level epsilon inf for it over --rounds {rounds} (delta 1e-5), so the "
+               f"run would carry no guarantee. Pass 0 (no device-level DP) or a noise "
+               f"multiplier >= {least:g}, the smallest with a finite epsilon.")
+
+
 def _check_at_least(option: str, value: int, least: int, why: str = "") -> None:
     if value < least:
         raise fail(f"{option} must be >= {least}{why}. Got {value}.")
@@ -614,6 +648,7 @@ def server(
     if dp_noise > 0 and not 0 < dp_clip < float("inf"):
         raise fail(f"--dp-clip must be a finite number > 0 with --dp-noise. Got {dp_clip}.")
     _check_at_least("--rounds", rounds, 1)
+    _check_dp_noise_accountable(dp_noise, rounds=rounds, devices=min_available or clients)
     if not 1 <= port <= 65535:
         raise fail(f"--port must be between 1 and 65535. Got {port}.")
     if not 0 < round_timeout < float("inf"):

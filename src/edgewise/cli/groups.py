@@ -112,6 +112,7 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
         long = pd.DataFrame({"device": ids.to_numpy(), "metric": _ids(
             cells["metric"], "metric", "metric", Path(where)).to_numpy(),
             "value": _numbers(df["value"]).to_numpy()}, index=index)
+        _refuse_text(df, long[["value"]], where)
         _long_repeats(long, where)
         # every metric a device names stays a column, one without a number too (else a
         # device whose values are all text is refused as having no columns at all)
@@ -122,6 +123,8 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     metrics = [c for c in df.columns if c not in (time_column, clock, dev_col)
                and not not_a_metric(str(c))]
     wide = pd.DataFrame({str(c): _numbers(df[c]).to_numpy() for c in metrics}, index=index)
+    # a column with no number at all (a site name) stays as before: a metric never read
+    _refuse_text(df, wide.loc[:, wide.notna().any().to_numpy()], where)
     # two rows of one device at one time that both hold a metric: a few are a logger's
     # repeat (NAB's AWS files repeat the hour a clock went back), averaged and said; many
     # are a long file misread as wide, or two devices under one id: refused
@@ -143,6 +146,33 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
             g = g.groupby(level=0).mean()
         out[str(d)] = g
     return out
+
+
+def _refuse_text(df: pd.DataFrame, numbers: pd.DataFrame, where: str) -> None:
+    """Refuse, in one line naming the row (and its line in the file), the column and the
+    cell, the first cell of ``df`` that holds text where ``numbers`` (columns of ``df``
+    read by :func:`~edgewise.cli.quality._numbers`, positionally aligned) has no number: a
+    typo or a logger's error text was read as a missing reading without a word, as
+    ``train forecast`` and ``label suggest`` refuse it. An empty cell, or one pandas reads
+    as missing (``nan``, ``NA``, ``null``), stays a missing reading."""
+    import numpy as np
+
+    first: tuple[int, str] | None = None
+    for c in numbers.columns:
+        raw = df[c]
+        text = raw.astype(str).str.strip()
+        bad = (numbers[c].isna().to_numpy() & raw.notna().to_numpy()
+               & (text != "").to_numpy())
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            if first is None or i < first[0]:
+                first = (i, str(c))
+    if first is None:
+        return
+    i, c = first
+    raise fail(f"{where}: column {c!r} must hold numbers; row {i + 1} (line {i + 2} of the "
+               f"file) has {str(df[c].iloc[i])!r}. Leave the cell empty where there is no "
+               "reading, or write the number.")
 
 
 def _long_repeats(long: pd.DataFrame, where: str) -> None:

@@ -51,11 +51,12 @@ reading is older than its cut) lock it before they delete any row of the device,
 devices' in id order, as an append locks the rows of every device of its batch, in its
 statement inserting the readings and before it stores a conflict or a seq (a device none
 of whose readings it stores, only seqs, a conflict or duplicates, gets a row of 0
-readings, which :meth:`~PostgresStore.devices` leaves out). So a deletion waits for an
-append of the device in flight and deletes what it committed, whatever that stored, and a
-deletion and retention of one device never wait for each other's rows (each deleted its
-readings in its own order, by the primary key or by the table's pages, and they
-deadlocked).
+readings, which :meth:`~PostgresStore.devices` leaves out); :meth:`~PostgresStore.add_alert`
+locks it (made so where missing) before it inserts the alert. So a deletion waits for an
+append or an alert of the device in flight and deletes what it committed, whatever that
+stored, and a deletion and retention of one device never wait for each other's rows (each
+deleted its readings in its own order, by the primary key or by the table's pages, and
+they deadlocked).
 """
 
 from __future__ import annotations
@@ -1444,12 +1445,19 @@ class PostgresStore(SQLStoreMixin):
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it.
         It takes the next raise number (``raised_seq``) in its transaction: the counter's
         row stays locked until the commit, so numbers grow in commit order across every
-        process sharing the store."""
+        process sharing the store.
+
+        The device's ``device_stats`` row is locked first (:data:`_HOLD_STATS`), as a
+        deletion locks it before it deletes the device's alerts: an alert raised while the
+        device is deleted is waited for and deleted with it, or (raised after) waits for the
+        deletion and is stored after it. Without the lock the deletion did not see the
+        alert in flight, which committed after it and outlived the device."""
         sql, row = insert_alert(alert, "%s", raised=True)
         with self._wlock:
             con = self._write_con()
             try:
                 with con.transaction():
+                    con.execute(_HOLD_STATS, [alert.device_id])  # before the counter's row
                     con.execute(sql, [*row, self._take_raised_seq(con)])
             except self._psycopg.Error as exc:
                 raise StoreError(f"Storing alert for {alert.device_id!r} in {self.url!r} "
