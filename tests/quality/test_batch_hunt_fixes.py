@@ -76,17 +76,20 @@ def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_readings_in_pairs_are_judged_alike_whatever_their_count() -> None:
     """Check a device that sends its readings in pairs has the same spacing, gaps and
-    stuck readings with 199, 200, 201 or 202 readings: the lower median of the intervals
-    (1 s), as the stream cleaner takes it. Before, an even count of intervals averaged the
-    two middle ones into 30 s, a spacing the readings never had: with 199 readings
-    completeness was 1.0, no gap and no stuck reading; with 200, 0.034, 99 gaps and 30."""
+    stuck readings with 199, 200, 201 or 202 readings. Before, an even count of intervals
+    averaged the two middle ones into 30 s, a spacing the readings never had: with 199
+    readings completeness was 1.0, no gap and no stuck reading; with 200, 0.034, 99 gaps
+    and 30. Its stuck readings are timed by the lower median of the intervals (1 s), as
+    the stream cleaner times them; since session 44 its completeness and gaps are judged
+    by its bursts (one a minute: whole, no gap), not by that 1 s (a gap every minute,
+    completeness 0.03), and a series with fewer than 10 bursts is judged as before."""
     got = set()
     for n in (199, 200, 201, 202):
         t, v = _pairs(n)
         f = metric_issues(t, v)["figures"]
         got.add((f["interval_s"], f["gaps"] >= 99, round(f["completeness"], 2), f["stuck"]))
         assert stuck_runs(v, min_run=20, ts=t) == [(60, 90)]
-    assert got == {(1.0, True, 0.03, 30)}
+    assert got == {(60.0, False, 1.0, 30)}
     assert expected_interval([0, 1, 100, 101, 200]) == expected_interval(
         [0, 1, 100, 101, 200, 201]) == 1.0
 
