@@ -218,6 +218,35 @@ class FeedbackDetector(Detector):
                     self.offset_ = zmax - z_thr - 1e-6
 
 
+def _check_finite(windows: WindowSet, who: str) -> None:
+    """Refuse a window with a non-finite feature or detector score, naming the first.
+
+    :func:`~edgewise.label.windows.windows_from_series` never makes one; a WindowSet built
+    by hand may. One NaN feature made the feature's median NaN, so every distance of the
+    pattern memory was NaN (the memory matched nothing on the whole device) and the
+    classifier was dropped, silently; a NaN score gave a NaN margin, never an alarm.
+
+    >>> ws = WindowSet(np.array(["d"]), np.array([0]), np.array([1]), np.zeros((1, 1)),
+    ...                np.array([[np.nan]]), ["level"])
+    >>> _check_finite(ws, "fit")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: fit needs finite window features and scores. Got nan as feature 'level' of window 0 (device 'd'); 1 non-finite value(s) in all. Fill or drop such windows first.
+    """  # noqa: E501
+    for what, arr, names in (("feature", windows.features, list(windows.feature_names)),
+                             ("score", windows.scores, None)):
+        a = np.asarray(arr, dtype=float)
+        bad = np.argwhere(~np.isfinite(a))
+        if len(bad):
+            i, j = (int(v) for v in bad[0])
+            name = repr(names[j]) if names is not None and j < len(names) else str(j)
+            raise InvalidParameterError(
+                f"{who} needs finite window features and scores. Got {a[i, j]} as {what} "
+                f"{name} of window {i} (device {str(windows.device[i])!r}); {len(bad)} "
+                "non-finite value(s) in all. Fill or drop such windows first.",
+                field="windows", value=float(a[i, j]))
+
+
 def _distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Euclidean distances between the rows of ``A`` and of ``B``, ``(len(A), len(B))``:
     0 exactly between equal rows (no ``|a|² + |b|² - 2ab`` rounding)."""
@@ -377,6 +406,7 @@ class WindowFeedbackModel:
                 f"WindowFeedbackModel.fit needs one label per window ({len(windows)}). "
                 f"Got {len(y)} instead."
             )
+        _check_finite(windows, "WindowFeedbackModel.fit")
         F = windows.features
         self.mean_ = F.mean(axis=0)
         sd = F.std(axis=0)
@@ -514,6 +544,7 @@ class WindowFeedbackModel:
         Windows the pattern memory decides are pushed to the side of their label.
         """
         self._check()
+        _check_finite(windows, "WindowFeedbackModel.decision_function")
         m = to_z(windows.scores[:, 0]) - self._device_thresholds(windows)
         hit, lab = self._memory(windows)
         m[hit & lab] = np.abs(m[hit & lab]) + 1.0

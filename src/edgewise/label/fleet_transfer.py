@@ -423,9 +423,12 @@ def load_transfer_model(path: Path | str) -> dict[str, Any]:
     """Read a model file written by :func:`train_transfer`. Only load files you trust."""
     try:
         record = pickle.loads(Path(path).read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # corrupt bytes raise almost anything
+        # (TypeError, OverflowError, MemoryError, UnicodeDecodeError ...): each is the file's
+        # fault, named here, not a traceback
         raise InvalidParameterError(
-            f"{str(path)!r} is not a readable Edgewise transfer model file: {exc}.") from None
+            f"{str(path)!r} is not a readable Edgewise transfer model file: "
+            f"{type(exc).__name__}: {exc}.") from None
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise InvalidParameterError(f"{str(path)!r} is not an Edgewise transfer model file.")
     bad = [k for k, ok in _FIELDS.items() if k not in record or not ok(record[k])]

@@ -592,10 +592,11 @@ def load_model(path: Path | str) -> dict[str, Any]:
     a whole label model file."""
     try:
         record = pickle.loads(Path(path).read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
-            IndexError, ValueError) as exc:
+    except Exception as exc:  # corrupt bytes raise almost anything
+        # (TypeError, OverflowError, MemoryError ...): each is the file's fault, named here
         raise InvalidParameterError(
-            f"{str(path)!r} is not a readable Edgewise label model file: {exc}.") from None
+            f"{str(path)!r} is not a readable Edgewise label model file: "
+            f"{type(exc).__name__}: {exc}.") from None
     if not isinstance(record, dict) or record.get("kind") != "edgewise.label":
         raise InvalidParameterError(f"{str(path)!r} is not an Edgewise label model file.")
     bad = [k for k, ok in _FIELDS.items() if k not in record or not ok(record[k])]
