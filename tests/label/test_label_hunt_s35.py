@@ -118,15 +118,20 @@ def test_a_device_drawn_like_the_fleet_is_re_centred_on_about_5_percent_of_draws
 def test_a_hold_out_where_both_models_are_perfect_says_so() -> None:
     """Check a fine-tuned model and the fleet model both perfect on the hold-out (1.000
     each): it said the hold-out measured nothing and warned the saved model was unchecked
-    and may be worse. Now it says both were perfect, with no such warning."""
+    and may be worse. Now it says both were perfect, with no such warning (unless the
+    hold-out is too small to trust, session 44: then that warning alone)."""
     fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
     moved = DeviceModel(fleet, np.array([0.5]), None, 0.0, 8)
     y = np.array([0, 0, 1, 1, 0, 0, 1, 1])
     perfect = {"fleet_f1": 1.0, "device_f1": 1.0, "fleet_balanced_accuracy": 1.0,
-               "device_balanced_accuracy": 1.0, "n_train": 4.0, "n_holdout": 4.0}
+               "device_balanced_accuracy": 1.0, "n_train": 30.0, "n_holdout": 30.0}
     alarms = {"windows": 100, "fleet": 10, "fine_tuned": 10}
     kept, why, warning = _keep(moved, y, perfect, None, alarms)
     assert (kept, warning) == ("device", None)
+    small = _keep(moved, y, {**perfect, "n_holdout": 4.0}, None, alarms)[2]
+    assert small is not None and small.startswith(
+        "the fine-tuned model was kept on a hold-out of only 4 labelled windows")
+    assert "unchecked" not in small
     assert why == "both models were perfect on the hold-out (balanced accuracy 1.000 each)"
     # short of perfect, a tie still measured nothing
     tie = {**perfect, "fleet_balanced_accuracy": 0.75, "device_balanced_accuracy": 0.75}

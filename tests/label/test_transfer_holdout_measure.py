@@ -92,13 +92,13 @@ def test_a_fine_tuned_model_flagging_far_more_windows_is_saved_with_a_warning() 
     moved = DeviceModel(_fleet(), np.full(2, 0.1), None, 0.0, 34)
     y = np.array([0, 1])
     scores = {"fleet_f1": 0.615, "device_f1": 0.818, "fleet_balanced_accuracy": 0.722,
-              "device_balanced_accuracy": 0.75, "n_train": 17.0, "n_holdout": 17.0}
+              "device_balanced_accuracy": 0.75, "n_train": 34.0, "n_holdout": 34.0}
     kept, _, warning = _keep(moved, y, scores, None,
                              {"windows": 100, "fleet": 14, "fine_tuned": 69})
     assert kept == "device" and warning == (
         "the fine-tuned model flags 69 of the device's 100 windows, the fleet model 14: more "
         "than half of them, and more than twice as many. It scored better on the hold-out, "
-        "but 17 labelled windows can miss false alarms on the rest; look at its alarms "
+        "but 34 labelled windows can miss false alarms on the rest; look at its alarms "
         "('edgewise predict transfer'), label the normal ones among them, and train again.")
     assert _keep(moved, y, scores, None,
                  {"windows": 100, "fleet": 1, "fine_tuned": 20})[::2] == ("device", None)
