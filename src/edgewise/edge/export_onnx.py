@@ -205,7 +205,14 @@ class OnnxExport:
         >>> export_torch(net, 2).predict(np.zeros((3, 2))).tolist()
         [2.5, 2.5, 2.5]
         """
-        x = np.ascontiguousarray(X, dtype=self.input_dtype())
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, as a device reads it
+            x = np.ascontiguousarray(X, dtype=self.input_dtype())
+        shape = self.session().get_inputs()[0].shape  # ints fixed, names or None free
+        if x.ndim != len(shape) or any(isinstance(d, int) and d != n
+                                       for d, n in zip(shape, x.shape, strict=False)):
+            want = ", ".join(str(d) if isinstance(d, int) else "rows" for d in shape)
+            raise ExportError(f"Graph {self.name!r} takes input of shape ({want}). Got shape "
+                              f"{x.shape} instead.")
         out = self.run({self.input_names[0]: x})[0]
         return np.asarray(out, dtype=np.float64).reshape(len(X))
 
