@@ -13,7 +13,7 @@ from edgewise.store.base import Alert
 from edgewise.telemetry import Reading
 from tests.conftest import wait_until
 from tests.store.test_postgres_hunt_s43 import _base, _count, _schema, _waits_on_lock
-from tests.store.test_postgres_hunt_s44 import T0, _held, _run
+from tests.store.test_postgres_hunt_s44 import T0, _run, delete_during
 
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
@@ -34,20 +34,8 @@ def test_delete_device_waits_for_an_alert_in_flight(pg_schema_url: str, before: 
     try:
         if before == "readings":
             a.append([Reading("X", "t", T0 + i, 1.0, seq=i) for i in range(1, 4)])
-        errors: list[BaseException] = []
         # held inside add_alert's transaction: its raise number taken, the row not yet in
-        with _held(a, "_take_raised_seq", after=True) as (inside, release):
-            th_a = _run(lambda: a.add_alert(_alert()), errors)
-            assert inside.wait(10)
-            th_b = _run(lambda: b.delete_device("X"), errors)
-            with psycopg.connect(_base(pg_schema_url), autocommit=True) as admin:
-                pid = b._writer.info.backend_pid
-                assert wait_until(lambda: _waits_on_lock(admin, pid) or not th_b.is_alive(),
-                                  timeout=5)
-            release.set()
-            th_a.join(10)
-            th_b.join(10)
-        assert not th_a.is_alive() and not th_b.is_alive() and errors == []
+        delete_during(a, b, "_take_raised_seq", lambda: a.add_alert(_alert()))
         assert _count(pg_schema_url, "alerts", "X") == 0
         assert b.list_alerts(device_id="X") == []
         assert "X" not in [d.device_id for d in b.devices()]

@@ -66,6 +66,28 @@ def _held(store: PostgresStore, name: str, *, after: bool = False) -> Iterator[
         setattr(store, name, orig)
 
 
+def delete_during(a: PostgresStore, b: PostgresStore, held: str,
+                  write: Callable[[], object], device: str = "X", *, after: bool = True,
+                  must_wait: bool = False) -> None:
+    """Run ``write`` on store ``a`` and hold it in ``a``'s method ``held`` (``after`` it ran,
+    else before; not committed), delete ``device`` from store ``b`` meanwhile, see the
+    deletion wait on a lock (or, unless ``must_wait``, finish), then let both go; fail on an
+    error or a thread left hanging."""
+    errors: list[BaseException] = []
+    with _held(a, held, after=after) as (inside, release):
+        th_a = _run(write, errors)
+        assert inside.wait(10)  # the write done, not committed
+        th_b = _run(lambda: b.delete_device(device), errors)
+        with psycopg.connect(_base(b.url), autocommit=True) as admin:
+            pid = b._writer.info.backend_pid
+            assert wait_until(lambda: _waits_on_lock(admin, pid) or (
+                not must_wait and not th_b.is_alive()), timeout=5)
+        release.set()
+        th_a.join(10)
+        th_b.join(10)
+    assert not th_a.is_alive() and not th_b.is_alive() and errors == []
+
+
 def _locked_elsewhere(url: str, sql: str) -> bool:
     """Whether the rows ``sql`` (a SELECT … FOR UPDATE NOWAIT) reads are locked by another
     transaction."""
@@ -161,20 +183,10 @@ def test_delete_device_and_an_append_storing_a_seq_another_gateway_stored_never_
     try:
         a.append([Reading("X", "t", T0 + i, 1.0, seq=i) for i in range(1, 6)])
         b.append([Reading("X", "t", T0 + 6, 1.0, seq=6)])  # b loaded 1..5 at open
-        errors: list[BaseException] = []
-        with _held(a, "_sync_wanted") as (inside, release):
-            th_a = _run(lambda: a.append([Reading("X", "t", T0 + 100, 2.0)],
-                                         seqs={"X": [6, 7]}), errors)
-            assert inside.wait(10)  # readings inserted, device_stats row locked
-            th_c = _run(lambda: c.delete_device("X"), errors)
-            with psycopg.connect(_base(pg_schema_url), autocommit=True) as admin:
-                pid = c._writer.info.backend_pid
-                assert wait_until(lambda: _waits_on_lock(admin, pid), timeout=5)
-            release.set()
-            th_a.join(10)
-            th_c.join(10)
-        assert not th_a.is_alive() and not th_c.is_alive()
-        assert errors == []
+        # held with its readings inserted, its device_stats row locked
+        delete_during(a, c, "_sync_wanted", lambda: a.append(
+            [Reading("X", "t", T0 + 100, 2.0)], seqs={"X": [6, 7]}), after=False,
+            must_wait=True)
         for table in ("readings", "seqs", "seq_marks", "seq_runs"):
             assert _count(pg_schema_url, table, "X") == 0, table
     finally:
@@ -198,19 +210,7 @@ def test_delete_device_waits_for_an_append_that_stores_only_seqs(
             a.append([Reading("X", "t", T0 + i, 1.0, seq=i) for i in range(1, 8)])
         elif before == "seqs":
             a.append([], seqs={"X": range(1, 8)})
-        errors: list[BaseException] = []
-        with _held(a, "_append_locked", after=True) as (inside, release):
-            th_a = _run(lambda: a.append([], seqs={"X": [8]}), errors)
-            assert inside.wait(10)  # the seq inserted, not committed
-            th_b = _run(lambda: b.delete_device("X"), errors)
-            with psycopg.connect(_base(pg_schema_url), autocommit=True) as admin:
-                pid = b._writer.info.backend_pid
-                assert wait_until(lambda: _waits_on_lock(admin, pid) or not th_b.is_alive(),
-                                  timeout=5)
-            release.set()
-            th_a.join(10)
-            th_b.join(10)
-        assert not th_a.is_alive() and not th_b.is_alive() and errors == []
+        delete_during(a, b, "_append_locked", lambda: a.append([], seqs={"X": [8]}))
         for table in ("seqs", "seq_marks", "seq_runs"):
             assert _count(pg_schema_url, table, "X") == 0, table
         again = open_store(pg_schema_url)  # the device registered again, a gateway restarted
@@ -235,19 +235,8 @@ def test_delete_device_waits_for_an_append_that_stores_only_a_conflict(
     a, b = open_store(pg_schema_url), open_store(pg_schema_url)
     try:
         a.append([Reading("X", "t", T0, 1.0)])
-        errors: list[BaseException] = []
-        with _held(a, "_append_locked", after=True) as (inside, release):
-            th_a = _run(lambda: a.append([Reading("X", "t", T0, 2.0)]), errors)
-            assert inside.wait(10)  # the conflict recorded, not committed
-            th_b = _run(lambda: b.delete_device("X"), errors)
-            with psycopg.connect(_base(pg_schema_url), autocommit=True) as admin:
-                pid = b._writer.info.backend_pid
-                assert wait_until(lambda: _waits_on_lock(admin, pid) or not th_b.is_alive(),
-                                  timeout=5)
-            release.set()
-            th_a.join(10)
-            th_b.join(10)
-        assert not th_a.is_alive() and not th_b.is_alive() and errors == []
+        # the conflict recorded, not committed
+        delete_during(a, b, "_append_locked", lambda: a.append([Reading("X", "t", T0, 2.0)]))
         assert _count(pg_schema_url, "conflicts", "X") == 0
         assert not b.has_device_data("X") and b.devices() == []
     finally:
