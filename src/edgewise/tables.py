@@ -31,7 +31,7 @@ from edgewise.telemetry import epoch_unit_ns
 __all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "clock_column",
            "date_and_clock", "find_time_column", "header_as_written", "is_unnamed",
            "named_clock", "not_a_metric", "number_column", "plain", "read_table", "read_tables",
-           "read_text", "separator", "time_cells", "time_ns"]
+           "read_text", "separator", "text_cells", "time_cells", "time_ns"]
 
 #: Names a table's time column is found by when none is named, in this order of preference:
 #: a column whose name, in any case, is the first of them the table has
@@ -227,6 +227,18 @@ def plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def text_cells(raw: pd.Series, values: pd.Series) -> np.ndarray:
+    """Where ``raw`` (a column as read) holds text that ``values`` (it read as numbers) has
+    no number for: a cell neither empty nor one pandas reads as missing (``nan``, ``NA``).
+
+    >>> text_cells(pd.Series(["1", None, " ", "abc"]), pd.Series([1.0, None, None, None]))
+    array([False, False, False,  True])
+    """
+    text = raw.astype(str).str.strip()
+    return (values.isna().to_numpy() & raw.notna().to_numpy()  # type: ignore[no-any-return]
+            & (text != "").to_numpy())
+
+
 def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) -> np.ndarray:
     """Column ``col`` of ``df`` as floats: an empty cell is NaN; a cell that is no number, or
     an infinite one (``inf``, ``-inf``: no reading a detector or model can weigh, and never
@@ -247,7 +259,7 @@ def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) ->
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
     text = raw.astype(str).str.strip()
-    bad = (values.isna() & raw.notna() & (text != "")).to_numpy()
+    bad = text_cells(raw, values)
     if bad.any():
         # name a value that is no number in either notation before a decimal comma
         comma = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")

@@ -134,15 +134,10 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     for d, g in wide.groupby(ids.to_numpy(), sort=True):
         times = twice.loc[d]
         n = int(times.sum())
-        if n > max(1, len(times) // 100):
-            raise fail(f"{where}: device {str(d)!r} has more than one reading of a metric at "
-                       f"{n} of its {len(times)} times (the first {times.idxmax().isoformat()}); "
-                       "a wide file holds one row per device and time (a long file: device_id, "
-                       "time, metric and value columns)")
         if n:
-            typer.echo(f"note: {where}: device {str(d)!r} has more than one reading of a "
-                       f"metric at {n} time(s) (the first {times.idxmax().isoformat()}); "
-                       "their mean is used", err=True)
+            _repeats(where, str(d), n, len(times), f"(the first {times.idxmax().isoformat()})",
+                     "a wide file holds one row per device and time (a long file: device_id, "
+                     "time, metric and value columns)")
             g = g.groupby(level=0).mean()
         out[str(d)] = g
     return out
@@ -157,12 +152,11 @@ def _refuse_text(df: pd.DataFrame, numbers: pd.DataFrame, where: str) -> None:
     as missing (``nan``, ``NA``, ``null``), stays a missing reading."""
     import numpy as np
 
+    from edgewise.tables import text_cells
+
     first: tuple[int, str] | None = None
     for c in numbers.columns:
-        raw = df[c]
-        text = raw.astype(str).str.strip()
-        bad = (numbers[c].isna().to_numpy() & raw.notna().to_numpy()
-               & (text != "").to_numpy())
+        bad = text_cells(df[c], numbers[c])  # positionally: numbers is indexed by time
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             if first is None or i < first[0]:
@@ -192,14 +186,24 @@ def _long_repeats(long: pd.DataFrame, where: str) -> None:
     times = pd.Series(long.index).groupby(long["device"].to_numpy()).nunique()
     for d, g in repeated.groupby("device", sort=True):
         n, first = int(g["time"].nunique()), g.sort_values(["time", "metric"]).iloc[0]
-        where_first = f"(the first: metric {str(first['metric'])!r} at {first['time'].isoformat()})"
-        if n > max(1, int(times[d]) // 100):
-            raise fail(f"{where}: device {str(d)!r} has more than one reading of a metric at "
-                       f"{n} of its {int(times[d])} times {where_first}; a long file holds "
-                       "one row per device, metric and time (two devices under one id would "
-                       "be averaged into one that is neither): give each device its own id")
-        typer.echo(f"note: {where}: device {str(d)!r} has more than one reading of a metric "
-                   f"at {n} time(s) {where_first}; their mean is used", err=True)
+        _repeats(where, str(d), n, int(times[d]),
+                 f"(the first: metric {str(first['metric'])!r} at {first['time'].isoformat()})",
+                 "a long file holds one row per device, metric and time (two devices under "
+                 "one id would be averaged into one that is neither): give each device its "
+                 "own id")
+
+
+def _repeats(where: str, device: str, n: int, times: int, first: str, layout: str) -> None:
+    """Refuse a device holding more than one reading of a metric at ``n`` of its ``times``
+    times (``first``: where the first is) when that is more than 1 % of them (two devices
+    under one id, or a long file misread as wide; ``layout``: what the file should hold),
+    else say so in a note (a logger's repeat, as NAB's AWS files repeat the hour a clock
+    went back: their mean is used)."""
+    if n > max(1, times // 100):
+        raise fail(f"{where}: device {device!r} has more than one reading of a metric at {n} "
+                   f"of its {times} times {first}; {layout}")
+    typer.echo(f"note: {where}: device {device!r} has more than one reading of a metric at "
+               f"{n} time(s) {first}; their mean is used", err=True)
 
 
 def _csv_histories(path: Path, time_column: str | None,

@@ -134,24 +134,32 @@ def _step_rdp(sampling_rate: float, noise_multiplier: float) -> Any:
     """
     import logging
 
-    import numpy as np
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
     absl = logging.getLogger("absl")
     absl.addFilter(_unconverged_order)
     try:
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            curve = np.array(rdp._compute_rdp_poisson_subsampled_gaussian(
-                q=sampling_rate, noise_multiplier=noise_multiplier,
-                orders=np.array(_ORDERS)), dtype=np.float64)
-    except (ZeroDivisionError, OverflowError):
-        # a noise multiplier so small (1e-200) that the accountant divides by zero or
-        # overflows: no bound at any order, so infinite RDP (epsilon inf), never a traceback
-        curve = np.full(len(_ORDERS), np.inf)
+        return _guarded_curve(rdp._compute_rdp_poisson_subsampled_gaussian, sampling_rate,
+                              noise_multiplier)
     finally:
         absl.removeFilter(_unconverged_order)
-    # an order the accountant could not compute (NaN) bounds nothing: infinite there (a NaN
-    # curve made dp-accounting's compute_epsilon return epsilon 0)
+
+
+def _guarded_curve(compute: Callable[..., Any], sampling_rate: float,
+                   noise_multiplier: float) -> Any:
+    """``compute`` (one of dp-accounting's per-step RDP curves) at ``_ORDERS``, as a
+    read-only float64 array that bounds what it can: infinite at an order the accountant
+    could not compute (NaN: a NaN curve made dp-accounting's compute_epsilon return epsilon
+    0), and everywhere where it fails outright (a noise multiplier so small, 1e-200, that it
+    divides by zero or overflows), never a traceback."""
+    import numpy as np
+
+    try:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            curve = np.array(compute(q=sampling_rate, noise_multiplier=noise_multiplier,
+                                     orders=np.array(_ORDERS)), dtype=np.float64)
+    except (ZeroDivisionError, OverflowError):
+        curve = np.full(len(_ORDERS), np.inf)
     curve[np.isnan(curve)] = np.inf
     curve.setflags(write=False)
     return curve
@@ -351,7 +359,7 @@ def device_level_epsilon(
         return 0.0
     # what dp-accounting's REPLACE_ONE RdpAccountant composes for rounds of a
     # SampledWithoutReplacementDpEvent(num_devices, sample_size, GaussianDpEvent(z / 2)),
-    # with the guards of _step_rdp: at a noise multiplier of 1e-155 its curve is NaN, and
+    # with the guards of _guarded_curve: at a noise multiplier of 1e-155 its curve is NaN, and
     # its epsilon of a NaN curve was 0 (below 1e-162 it divided by zero)
     sampled = _epsilon_of_curve(_wor_rdp(sample_size / num_devices, noise_multiplier / 2.0)
                                 * int(rounds), delta)
@@ -364,19 +372,10 @@ def _wor_rdp(sampling_rate: float, noise_multiplier: float) -> Any:
     replacement (replace-one neighbours; Wang, Balle and Kasiviswanathan's bound, as
     ``dp-accounting`` computes it): a read-only float64 array, infinite at an order the
     accountant cannot compute (NaN) and everywhere when it fails outright."""
-    import numpy as np
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    try:
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            curve = np.array(rdp._compute_rdp_sample_wor_gaussian(
-                q=sampling_rate, noise_multiplier=noise_multiplier,
-                orders=np.array(_ORDERS, dtype=np.float64)), dtype=np.float64)
-    except (ZeroDivisionError, OverflowError):
-        curve = np.full(len(_ORDERS), np.inf)
-    curve[np.isnan(curve)] = np.inf
-    curve.setflags(write=False)
-    return curve
+    return _guarded_curve(rdp._compute_rdp_sample_wor_gaussian, sampling_rate,
+                          noise_multiplier)
 
 
 def device_noise_for_epsilon(

@@ -504,7 +504,8 @@ def _route_errors(route: Any, method: str, op: dict[str, Any]) -> dict[int, str]
     errors: dict[int, str] = {}
     if "security" in op:  # set just before: every operation outside health needs one
         errors[401] = _ERROR_TEXT[401]
-    if _token_role(route.dependant) is not None:
+    token = _token_role(route.dependant) is not None
+    if token:
         errors[403] = _ERROR_TEXT[403]
         # a credential that is no token, sent with X-Device-Id, is checked as that device's
         # secret, and a source with too many wrong ones is paused (deps.authenticate_token)
@@ -514,11 +515,11 @@ def _route_errors(route: Any, method: str, op: dict[str, Any]) -> dict[int, str]
         if route.body_field is not None:  # a JSON body FastAPI decodes: only identity
             errors[415] = ("The body carries a Content-Encoding (gzip, br...) this route "
                            "does not take: send it as it is.")
-    if _token_role(route.dependant) is not None:  # its query string is checked
-        errors[422] = (f"{_ERROR_TEXT[422]} Or: {_QUERY_422}" if op.get("parameters")
-                       or "requestBody" in op or "422" in op.get("responses", {})
-                       else _QUERY_422)  # any query string at all is refused
-    elif op.get("parameters") or "requestBody" in op or "422" in op.get("responses", {}):
+    takes_input = op.get("parameters") or "requestBody" in op or "422" in op.get(
+        "responses", {})
+    if token:  # its query string is checked too
+        errors[422] = f"{_ERROR_TEXT[422]} Or: {_QUERY_422}" if takes_input else _QUERY_422
+    elif takes_input:
         errors[422] = _ERROR_TEXT[422]
     if _uses(route.dependant, get_store):
         errors[503] = _ERROR_TEXT[503]

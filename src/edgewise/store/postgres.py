@@ -114,12 +114,14 @@ DELETIONS = "devices_deleted"
 #: (:meth:`PostgresStore._compact_seqs`) of every process take it, so they never overlap.
 _DEVICE_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(%s))"
 
-#: Locks a device's ``device_stats`` row (``%s``: its id), made with 0 readings where it has
-#: none: a deletion's first row lock. The upsert waits for an append in flight that wrote
-#: the row, and for one that made it (a device's first append), which a ``SELECT … FOR
-#: UPDATE`` does not see and would not wait for.
-_HOLD_STATS = ("INSERT INTO device_stats VALUES (%s, 0, NULL, NULL) ON CONFLICT (device_id) "
-               "DO UPDATE SET readings = device_stats.readings")
+#: Locks the ``device_stats`` rows of the devices given (``%s``: text[] of ids), in id order,
+#: each made with 0 readings where it has none: a deletion's and an alert's first row lock,
+#: and an append's that stores no reading. The upsert waits for an append in flight that
+#: wrote a row, and for one that made it (a device's first append), which a ``SELECT …
+#: FOR UPDATE`` does not see and would not wait for.
+_HOLD_STATS = ('INSERT INTO device_stats SELECT d, 0, NULL, NULL FROM unnest(%s::text[]) '
+               'AS u(d) ORDER BY d COLLATE "C" ON CONFLICT (device_id) DO UPDATE SET '
+               "readings = device_stats.readings")
 
 #: Folds the seqs of the devices given (``%s``: text[]) that the tables hold, in one
 #: statement (one snapshot): each device's mark, runs and seqs rows are joined into
@@ -1000,10 +1002,7 @@ class PostgresStore(SQLStoreMixin):
         devices = sorted({*cols.device_id,
                           *(d for d, qs in seq_sets.items() if any(q >= 1 for q in qs))})
         if not readings and devices:
-            cur.execute(
-                "INSERT INTO device_stats SELECT d, 0, NULL, NULL FROM unnest(%s::text[]) "
-                'AS u(d) ORDER BY d COLLATE "C" ON CONFLICT (device_id) DO UPDATE SET '
-                "readings = device_stats.readings", [devices])
+            cur.execute(_HOLD_STATS, [devices])
         if readings:
             rows_in = zip(cols.device_id, cols.metric, cols.ts_ns, cols.value, cols.seq,
                           strict=True)
@@ -1239,7 +1238,7 @@ class PostgresStore(SQLStoreMixin):
                 # committed is deleted below (its seqs outlived the deletion); locked after
                 # the rows, it deadlocked with retention deleting the readings in another
                 # order, and with an append storing a seq the deletion had deleted
-                (_HOLD_STATS, [device_id]),
+                (_HOLD_STATS, [[device_id]]),
                 *((f"DELETE FROM {t} WHERE device_id = %s", [device_id])
                   for t in (*DEVICE_TABLES, "device_stats", "device_metrics")),
                 # the next generation: other processes check their seq state again
@@ -1457,7 +1456,7 @@ class PostgresStore(SQLStoreMixin):
             con = self._write_con()
             try:
                 with con.transaction():
-                    con.execute(_HOLD_STATS, [alert.device_id])  # before the counter's row
+                    con.execute(_HOLD_STATS, [[alert.device_id]])  # before the counter's row
                     con.execute(sql, [*row, self._take_raised_seq(con)])
             except self._psycopg.Error as exc:
                 raise StoreError(f"Storing alert for {alert.device_id!r} in {self.url!r} "
