@@ -85,6 +85,7 @@ from edgewise.errors import ConfigError, InvalidParameterError
 from edgewise.security.credentials import (
     AuditEntry,
     Security,
+    _audit_text,
     _load_detail,
     _shown_text,
     audit_hash,
@@ -139,21 +140,31 @@ class _Counts(Protocol):
     def set(self, name: str, value: float, **labels: str) -> None: ...
 
 
-def _printusascii(text: str, limit: int) -> str:
+def _printusascii(text: object, limit: int) -> str:
     """``text`` as an RFC 5424 header field: printable ASCII without spaces (others become
-    ``_``), at most ``limit`` characters, ``-`` when empty."""
+    ``_``), at most ``limit`` characters, ``-`` when empty. A value that is no text (a
+    column changed in the file to a blob) is taken as its ``str()``."""
+    text = text if isinstance(text, str) else str(text)
     out = "".join(c if 33 <= ord(c) <= 126 else "_" for c in text)[:limit]
     return out or "-"
 
 
-def _timestamp(ts_ns: int) -> str:
-    """RFC 5424 TIMESTAMP (RFC 3339, UTC, microseconds) of ``ts_ns``.
+def _timestamp(ts_ns: object) -> str:
+    """RFC 5424 TIMESTAMP (RFC 3339, UTC, microseconds) of ``ts_ns``; the NILVALUE ``-``
+    when it is no time of years 1..9999 (a column changed in the file: the entry is still
+    sent, its body as the file has it, and one that raised here stopped forwarding).
 
-    >>> _timestamp(1_767_225_600_000_001_999)
-    '2026-01-01T00:00:00.000001Z'
+    >>> _timestamp(1_767_225_600_000_001_999), _timestamp("later"), _timestamp(10**30)
+    ('2026-01-01T00:00:00.000001Z', '-', '-')
     """
-    secs, ns = divmod(int(ts_ns), 10**9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+    try:
+        secs, ns = divmod(int(ts_ns), 10**9)
+        when = time.gmtime(secs)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "-"
+    if not 1 <= when.tm_year <= 9999:  # RFC 3339's 4-digit year
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", when) + f".{ns // 1000:06d}Z"
 
 
 def format_message(entry: AuditEntry, log_id: str, *, hostname: str = "-",
@@ -368,6 +379,9 @@ class AuditForwarder:
         if self._db is None:
             self._db = sqlite3.connect(self.security.read_uri, uri=True, timeout=10.0,
                                        isolation_level=None)
+            # an entry whose text is not UTF-8 (edited in the file) is sent as the file has
+            # it: reading it raised, and nothing after it was ever sent
+            self._db.text_factory = _audit_text
         return self._db
 
     def _hash_of(self, entry_id: int) -> str | None:
@@ -433,16 +447,22 @@ class AuditForwarder:
 
     def _read_file(self, after: int) -> list[AuditEntry]:
         """Up to :data:`_PAGE` entries with ids after ``after`` from the file, stopping
-        before one without a hash (written by an older Edgewise: sent once the next entry
-        chains it)."""
+        before one without a hash that no entry with a hash follows (written by an older
+        Edgewise: sent once the next entry chains it). One that an entry with a hash does
+        follow was never chained, and never will be (its hash was removed in the file): it
+        is sent as the file has it, or nothing after it would ever be sent."""
+        # one statement, one snapshot: a row read without its hash is not taken for a
+        # never-chained one because a writer chained it (and wrote after it) meanwhile
         rows = self._log_db().execute(
-            "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
-            "WHERE id > ? ORDER BY id LIMIT ?", (after, _PAGE)).fetchall()
+            "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash, "
+            "CASE WHEN hash IS NULL OR hash = '' THEN EXISTS (SELECT 1 FROM audit AS b "
+            "WHERE b.id > a.id AND b.hash IS NOT NULL AND b.hash != '') END "
+            "FROM audit AS a WHERE id > ? ORDER BY id LIMIT ?", (after, _PAGE)).fetchall()
         out = []
-        for i, t, a, act, tg, d, p, h in rows:
-            if not h:
+        for i, t, a, act, tg, d, p, h, followed in rows:
+            if not h and not followed:
                 break
-            out.append(AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h))
+            out.append(AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or ""))
         return out
 
     def _next_batch(self) -> list[AuditEntry]:
@@ -946,6 +966,7 @@ def compare_forwarded(security: Security, paths: Iterable[Path], *,
 
     db = sqlite3.connect(security.read_uri, uri=True,
                          timeout=10.0, isolation_level=None)
+    db.text_factory = _audit_text  # as verify_audit reads the log
     try:
         for file_no, path, n, line in numbered():
             obj = parse_forwarded(line)

@@ -370,6 +370,34 @@ def _load_detail(text: str) -> Any:
         return text
 
 
+def _audit_text(raw: bytes) -> str:
+    """A text value of the audit table as the connections that read the log whole take it
+    (their ``text_factory``): UTF-8, each byte that is not (Edgewise writes none: an edit
+    in the file) kept as a lone surrogate (``surrogateescape``), so the row still reads,
+    fails :meth:`Security.verify_audit` at its entry and is forwarded as the file has it,
+    where SQLite's "Could not decode to UTF-8" ended the whole read.
+
+    >>> _audit_text(b"cli"), _audit_text(b"\\xffA")
+    ('cli', '\\udcffA')
+    """
+    return raw.decode("utf-8", "surrogateescape")
+
+
+#: an audit row as :meth:`Security.audit_log` lists it: the text columns as their bytes,
+#: decoded by :func:`_listed` (its connection is the device code's too: no text_factory)
+_LISTED = ("id, ts_ns, CAST(actor AS BLOB), CAST(action AS BLOB), CAST(target AS BLOB), "
+           "CAST(detail AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)")
+
+
+def _listed(row: tuple[Any, ...]) -> AuditEntry:
+    """The entry of a row read with :data:`_LISTED`: bytes that are not UTF-8 (an edit in
+    the file, which verify reports) shown as U+FFFD, so the listing, and its JSON answer,
+    holds (SQLite's "Could not decode to UTF-8" failed every page that held the row)."""
+    i, t, a, act, tg, d, p, h = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                                 for v in row)
+    return AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
+
+
 def _parse_head(expect: str) -> tuple[int, str]:
     """``"ID:HASH"`` as ``(id, hash)``; :class:`InvalidParameterError` naming it if not."""
     entry_id, _, digest = expect.strip().partition(":")
@@ -422,6 +450,10 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
         after = "the start" if prev_id is None else f"entry {prev_id}"
         first = 1 if prev_id is None else prev_id + 1  # the id that should come next
         gap = entry_id - first
+        if entry_id < 1:  # AUTOINCREMENT gives 1 first: an id below is no entry it wrote
+            return broken(n, entry_id, "inserted", f"Entry {entry_id} has an id below 1, "
+                          "which the audit log never gives: it was written into the file, "
+                          "not through the audit log.")
         if not digest or not prev_hash:
             return broken(n, entry_id, "inserted", f"Entry {entry_id} has no hash: it was "
                           "written into the file, not through the audit log.")
@@ -467,10 +499,11 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
             f"The expected head 0:{anchor[1][:12]}… is not the empty log's (0:{AUDIT_GENESIS[:12]}"
             "…): it was not printed by verify.")
     if anchor is not None and not anchored and anchor[0] != 0:
+        now = "the log is empty" if head_id is None else f"the newest entry is {head_id}"
         return AuditVerification(
             False, n, head_id, expected, anchor[0], "deleted",
-            f"The expected head, entry {anchor[0]}, is gone (the newest entry is "
-            f"{head_id}): entries up to it were deleted.")
+            f"The expected head, entry {anchor[0]}, is gone ({now}): entries up to it were "
+            "deleted.")
     return AuditVerification(True, n, head_id, expected, unchecked=tuple(unchecked))
 
 
@@ -1598,12 +1631,10 @@ class Security:
         below, args = ("WHERE id < ? ", (before_id,)) if before_id is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
-                f"{below}ORDER BY id DESC LIMIT ?",
+                f"SELECT {_LISTED} FROM audit {below}ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
-        return [AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
-                for i, t, a, act, tg, d, p, h in rows]
+        return [_listed(row) for row in rows]
 
     def newest_audit(self, action: str, targets: Iterable[str]) -> dict[str, AuditEntry]:
         """The newest entry of ``action`` for each of ``targets`` that has one, by target, in
@@ -1625,12 +1656,13 @@ class Security:
             part = wanted[i:i + 500]
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
+                    f"SELECT {_LISTED} FROM audit "
                     f"WHERE action = ? AND target IN ({','.join('?' * len(part))}) "
                     "ORDER BY id DESC", (action, *part)).fetchall()
-            for i_, t, a, act, tg, d, p_, h in rows:
-                if tg not in found:
-                    found[tg] = AuditEntry(i_, t, a, act, tg, _load_detail(d), p_ or "", h or "")
+            for row in rows:
+                entry = _listed(row)
+                if entry.target not in found:
+                    found[entry.target] = entry
         return found
 
     def verify_audit(self, expect: str | None = None) -> AuditVerification:
@@ -1667,6 +1699,7 @@ class Security:
         # its own read-only connection, in one read transaction (a snapshot, WAL mode): the
         # rows are streamed, not held, and nobody waits for this object's lock meanwhile
         db = sqlite3.connect(self.read_uri, uri=True, timeout=10.0, isolation_level=None)
+        db.text_factory = _audit_text  # text that is not UTF-8 is an edit, found at its entry
         try:
             db.execute("BEGIN")
             start = db.execute("SELECT MIN(id) FROM audit WHERE action = ?",
