@@ -70,8 +70,10 @@ import logging
 import math
 import os
 import sqlite3
+import stat
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -191,6 +193,8 @@ class SigningKey:
 
 KEY_FILE = "signing_key.pem"
 PUBLIC_KEY_FILE = "signing_key.pub"
+#: Bytes of ``signing_key.pem`` read at most (the registry's is 119).
+_KEY_FILE_MAX = 64 * 1024
 
 
 def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
@@ -202,9 +206,19 @@ def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
     """
     path = Path(key_dir) / KEY_FILE
     try:
-        pem = path.read_bytes()
+        # without blocking, and only a file: a FIFO put in its place hung every open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SignatureError(f"Key file {str(path)!r} is no regular file (a FIFO, a "
+                                 "device, a folder): the registry writes its key to a file.",
+                                 "bad_key")
+        pem = f.read(_KEY_FILE_MAX + 1)
+    if len(pem) > _KEY_FILE_MAX:
+        raise SignatureError(f"Key file {str(path)!r} is larger than {_KEY_FILE_MAX} bytes; an "
+                             "Ed25519 key in PEM, as the registry writes it, is 119.", "bad_key")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -213,6 +227,29 @@ def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
         raise SignatureError(f"Key file {str(path)!r} is not an Ed25519 private key in PEM "
                              "(PKCS8, unencrypted), as the registry writes it.", "bad_key")
     return SigningKey(key)
+
+
+def _make_key_private(path: Path, mode: int) -> None:
+    """Make the signing key file ``path``, found with ``mode`` readable by group or others
+    (restored from a backup with ``cp`` or ``tar`` under umask 022), mode 0600, and log a
+    warning naming it, its mode and what to do: whoever could read it can sign models every
+    agent accepts. One that cannot be changed (another user's, a read-only copy) is warned
+    about all the same."""
+    mode = stat.S_IMODE(mode)
+    risk = ("whoever could read it can sign models every agent accepts; if someone else may "
+            f"have read it, move it away and run 'edgewise registry new-key' (then give every "
+            f"agent the new {PUBLIC_KEY_FILE}, --trust-key)")
+    try:
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "registry: signing key %s can be read by other users (mode %04o, not 0600) and "
+            "could not be made 0600 (%s): run 'chmod 600 %s'; %s.", path, mode,
+            exc.strerror or exc, path, risk)
+        return
+    logging.getLogger(__name__).warning(
+        "registry: signing key %s could be read by other users (mode %04o); it is made 0600, "
+        "the owner's only. %s.", path, mode, risk[0].upper() + risk[1:])
 
 
 def _blob_problem(path: Path, sha256: str, size: int) -> str | None:
@@ -610,7 +647,8 @@ def _check_label(value: object, what: str, where: str, *, strict: bool = False) 
     blanks (``""`` matched every model's versions, and a release named ``''`` was signed).
     ``strict`` (what :meth:`Registry.publish` checks): also no blank at either end and no
     control or other unprintable character (``"1.0.0 "`` and ``"1.0.0\\n"`` were published
-    as versions apart from ``"1.0.0"`` and listed alike).
+    as versions apart from ``"1.0.0"`` and listed alike), and in Unicode NFC form (``"cafe"``
+    with a combining accent was published apart from ``"café"`` and listed alike).
 
     >>> _check_label("1.0.0", "version", "Registry.rollout")
     '1.0.0'
@@ -629,10 +667,18 @@ def _check_label(value: object, what: str, where: str, *, strict: bool = False) 
             f"Got {value!r} instead.", field=what, value=value)
     _check_utf8(value, what, where)
     if strict and (value != value.strip() or not value.isprintable()):
-        example = value.strip() if value.strip().isprintable() else "1.0.0"
+        example = (value.strip() if value.strip().isprintable()
+                   else {"name": "ewz", "format": "pickle"}.get(what, "1.0.0"))
         raise InvalidParameterError(
             f"The {what!r} parameter of {where} must be text without blanks at either end "
             f"and without control characters, e.g. {example!r}. Got {value!r} instead.",
+            field=what, value=value)
+    if strict and value != unicodedata.normalize("NFC", value):
+        raise InvalidParameterError(
+            f"The {what!r} parameter of {where} must be text in Unicode NFC form (composed "
+            "characters, as most keyboards type them): its decomposed form is published "
+            f"apart from the composed one and listed alike. Use "
+            f"{unicodedata.normalize('NFC', value)!r}. Got {value!r} instead.",
             field=what, value=value)
     return value
 
@@ -1123,6 +1169,8 @@ class Registry:
             key, problem = None, f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
         else:
             problem = None
+            if key is not None and st.st_mode & 0o077:
+                _make_key_private(path, st.st_mode)
         self._key, self._key_problem = key, problem
         self._key_file = seen if key is not None or problem is not None else None
 
@@ -1587,7 +1635,9 @@ class Registry:
 
         Going back is explicit: a version published before one that a device the target
         reaches can already receive (the newest release of ``name`` to the target, to that
-        device or to any of its groups) is signed only with ``kind="rollback"``
+        device or to any of its groups, of any format and of the version's own format: a
+        device is offered the newest release in the formats it runs, which a later release
+        in another format does not replace) is signed only with ``kind="rollback"``
         (:meth:`rollback`), and ``kind="rollback"`` only for such a version (or to re-sign the
         rollback order the target has); else :class:`InvalidParameterError`. A device's floor
         (the version it was offered through a group it left, :meth:`check_group_change`)
@@ -1833,11 +1883,19 @@ class Registry:
         ``name`` to each target in ``reach`` (:meth:`_reach`), what the devices the release
         goes to can already receive, and against their floors (:meth:`check_group_change`)."""
         marks = ",".join("?" * len(reach))
+        # per target its newest release of any format, and its newest in this version's
+        # format: what a device asking for that format is offered (current()), which a
+        # newer-numbered release in another format (a rollback order to an older C build)
+        # does not replace; judged by the first alone, an older pickle went out as a plain
+        # release to a device offered a newer one
         rows = self._db.execute(
             "SELECT r.target, r.version, r.kind, v.seq, r.release FROM releases r "
             "JOIN versions v ON v.name = r.name AND v.version = r.version WHERE r.release IN "
             "(SELECT MAX(release) FROM releases WHERE name = ? AND target IN "
-            f"({marks}) GROUP BY target)", [name, *reach]).fetchall()
+            f"({marks}) GROUP BY target) OR r.release IN (SELECT MAX(f.release) FROM "
+            "releases f JOIN versions fv ON fv.name = f.name AND fv.version = f.version "
+            f"WHERE f.name = ? AND fv.format = ? AND f.target IN ({marks}) GROUP BY f.target)",
+            [name, *reach, name, mv.format, *reach]).fetchall()
         devices = self._reached(target, reach)
         floors = self._db.execute(
             "SELECT f.device_id, f.version, f.target, v.seq, f.release, f.format FROM floors f "
@@ -1858,13 +1916,20 @@ class Registry:
                     "--rollback (kind='release').", field="kind", value=kind)
             return
         # the newest version any of them has; of equals, the target's own, then the latest
-        cur_target, cur_version, _, cur_seq, _ = max(
+        cur_target, cur_version, _, cur_seq, cur_release = max(
             rows, key=lambda r: (int(r[3] or 0), r[0] == target, int(r[4])))
         cur_target, cur_version, cur_seq = str(cur_target), str(cur_version), int(cur_seq or 0)
+        # the target's newest release (its own, of any format): a rollback order it has
+        own = max((r for r in rows if r[0] == target), key=lambda r: int(r[4]), default=None)
+        latest = max((int(r[4]) for r in rows if r[0] == cur_target), default=0)
         given = givens[cur_target] or (
-            f"which {target!r} was last given" if cur_target == target else
-            f"already released to {cur_target!r}, which reaches "
-            f"{_devices(reach[cur_target])} too")
+            (f"which {target!r} was last given" if int(cur_release) == latest else
+             f"the newest {mv.format!r} release {target!r} was given (release "
+             f"{cur_release})")
+            if cur_target == target else
+            (f"already released to {cur_target!r}" if int(cur_release) == latest else
+             f"released to {cur_target!r} (release {cur_release}, its newest in format "
+             f"{mv.format!r})") + f", which reaches {_devices(reach[cur_target])} too")
         older = mv.seq < cur_seq
         if older and kind != "rollback":
             what = "" if cur_target == target else f" for {target!r}"
@@ -1872,7 +1937,6 @@ class Registry:
                 f"Version {version!r} of {name!r}{what} is older than {cur_version!r}, "
                 f"{given}: going back is an explicit rollback order; roll it out with "
                 "--rollback (kind='rollback').", field="kind", value=kind)
-        own = next((r for r in rows if r[0] == target), None)
         same_order = own is not None and version == own[1] and own[2] == "rollback"
         if kind == "rollback" and not older and not same_order:
             raise InvalidParameterError(

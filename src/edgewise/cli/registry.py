@@ -295,7 +295,11 @@ def rollout_cmd(
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
     except KeyError as exc:
-        published = ", ".join(v.version for v in Registry(data_dir).versions(name)) or "none"
+        reg = Registry(data_dir)
+        try:
+            published = ", ".join(v.version for v in reg.versions(name)) or "none"
+        finally:
+            reg.close()
         raise fail(f"{exc.args[0]} Published versions of {name!r}: {published} "
                    "(edgewise registry publish NAME VERSION FILE).") from None
     typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
