@@ -184,12 +184,20 @@ def test_bench_nab_points_per_second_leaves_the_start_up_out(shared_data: Path,
                 "config/profiles.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shared_data / "nab" / rel, root / rel)
-    p = subprocess.run([sys.executable, "-c", _TWO_RUNS, str(root)], capture_output=True,
-                       text=True, env=ENV, check=False, timeout=300)
-    assert p.returncode == 0, p.stderr
-    first, second, timed = json.loads(p.stdout)
-    assert first <= 3 * second + 0.05, (first, second)
-    assert "untimed" in timed
+    # up to three fresh processes: a busy machine stalls one now and then (0.09 s seen with
+    # the suite running beside it, 0.005 s quiet), where the start-up cost hit every one
+    seen = []
+    for _ in range(3):
+        p = subprocess.run([sys.executable, "-c", _TWO_RUNS, str(root)], capture_output=True,
+                           text=True, env=ENV, check=False, timeout=300)
+        assert p.returncode == 0, p.stderr
+        first, second, timed = json.loads(p.stdout)
+        assert "untimed" in timed
+        seen.append((first, second))
+        if first <= 3 * second + 0.05:
+            break
+    else:
+        raise AssertionError(f"the first run was slower in every process: {seen}")
 
 
 # bench detect ---------------------------------------------------------------------------
