@@ -935,10 +935,13 @@ def read_labels_csv_lines(
     with io.StringIO(read_text(path, "Label file"), newline="") as fh:
         head = fh.readline()
         fh.seek(0)
-        reader = csv.DictReader(fh, delimiter=separator(head))
+        delimiter = separator(head)
+        raw = _RecordText(fh)
+        reader = csv.DictReader(raw, delimiter=delimiter)
         # names as a spreadsheet writes them: "device_id, start" or "Label" name the columns
         # too (they were "missing")
         as_read = list(reader.fieldnames or [])
+        raw.take()  # the header's lines
         reader.fieldnames = [name.strip().lower() for name in as_read]
         need = {"device_id", "start", "end", "label"}
         missing = need - set(reader.fieldnames)
@@ -955,8 +958,10 @@ def read_labels_csv_lines(
                 f"Label CSV {str(path)!r} names the column {twice[0]!r} more than once "
                 f"(letter case and spaces aside): the header names {as_read!r}; keep one.")
         seen: dict[tuple[str, int, int], tuple[str, int]] = {}
+        note_at = reader.fieldnames.index("note") if "note" in reader.fieldnames else None
         for rec in reader:
             line = reader.line_num
+            quoted = _quoted_fields(raw.take(), delimiter)
             if None in rec:  # more fields than the header names
                 raise InvalidParameterError(
                     f"Label CSV line {line} has {len(reader.fieldnames or []) + len(rec[None])} "
@@ -985,7 +990,12 @@ def read_labels_csv_lines(
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
             except ValueError as exc:
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
-            note = (rec.get("note") or "").strip()
+            # a quoted note is read as it is (labels_csv quotes one that starts or ends
+            # with spaces or holds a carriage return, so it comes back exactly); an
+            # unquoted one loses the spaces around it, as after "anomaly, seal"
+            note = rec.get("note") or ""
+            if not (note_at is not None and note_at < len(quoted) and quoted[note_at]):
+                note = note.strip()
             earlier = seen.setdefault((device, start, end), (label, note, line))
             if earlier[0] != label:  # which one is meant? the last would win silently
                 raise InvalidParameterError(
@@ -1000,6 +1010,70 @@ def read_labels_csv_lines(
                     "of both would add two versions, one per note).")
             rows.append((line, (device, start, end, label, note)))
     return rows
+
+
+class _RecordText:
+    """The lines of ``fh`` as :mod:`csv` reads them, keeping those read since
+    :meth:`take` was last called: the text of the record just read (after any blank
+    lines before it), for :func:`_quoted_fields`."""
+
+    def __init__(self, fh: io.StringIO) -> None:
+        self._fh = fh
+        self._lines: list[str] = []
+
+    def __iter__(self) -> _RecordText:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._fh)
+        self._lines.append(line)
+        return line
+
+    def take(self) -> str:
+        """The text read since the last call."""
+        text = "".join(self._lines)
+        self._lines.clear()
+        return text
+
+
+def _quoted_fields(record: str, delimiter: str) -> list[bool]:
+    r"""Whether each field of the CSV ``record`` (its text, as :class:`_RecordText` keeps
+    it) is one quoted string, read as :mod:`csv`'s default dialect reads it: a field
+    starting with ``"`` and ending at its closing quote. ``"seal" x`` and `` "seal"``
+    (a space before the quote) are not: csv reads them as text with the quotes or spaces
+    in it.
+
+    >>> _quoted_fields('p,1,2,anomaly," seal "\n', ",")
+    [False, False, False, False, True]
+    >>> _quoted_fields('\n"a\r\nb"";";x; "y"\r\n', ";")
+    [True, False, False]
+    >>> _quoted_fields('"a" b,"c"\n', ",")
+    [False, True]
+    """
+    out: list[bool] = []
+    i, n = 0, len(record)
+    while i < n and record[i] in "\r\n":  # blank lines before the record
+        i += 1
+    ends = f"{delimiter}\r\n"
+    while True:
+        whole = False
+        if i < n and record[i] == '"':
+            i += 1
+            while i < n:  # to the closing quote; "" is a quote in the text
+                if record[i] == '"':
+                    if i + 1 < n and record[i + 1] == '"':
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i += 1
+            whole = i >= n or record[i] in ends
+        out.append(whole)
+        while i < n and record[i] not in ends:
+            i += 1
+        if i >= n or record[i] != delimiter:
+            return out
+        i += 1
 
 
 class LabelsBusyError(FileBusyError):
@@ -1146,6 +1220,24 @@ def _refuse_deleted(cur: sqlite3.Cursor, device_ids: Iterable[str], since: Delet
         raise DeviceDeletedError(gone, what)
 
 
+def _check_note(note: str | None) -> None:
+    """Refuse to write a note holding a NUL character to a label CSV file: the file would
+    not be read back (:func:`~edgewise.tables.read_text` takes a NUL byte for binary
+    data), where :func:`labels_csv` promises an exact round trip.
+
+    >>> _check_note("seal\\x00")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'note' of a label must be text without NUL characters (a label CSV file holding one is not read back). Got 'seal\\x00' (a NUL at character 4) instead.
+    """  # noqa: E501
+    if isinstance(note, str) and "\x00" in note:
+        shown = note if len(note) <= 60 else note[:60] + "…"
+        raise InvalidParameterError(
+            f"The 'note' of a label must be text without NUL characters (a label CSV file "
+            f"holding one is not read back). Got {shown!r} (a NUL at character "
+            f"{note.index(chr(0))}) instead.", field="note", value=shown)
+
+
 def note_digest(note: str) -> dict[str, Any]:
     """What the audit log keeps of a label's note: its length in characters
     (``note_chars``), never the text nor a hash of it: a note may name people and places,
@@ -1223,11 +1315,15 @@ def _csv_time_text(ts_ns: int, name: str) -> str:
 def labels_csv(rows: Iterable[tuple[str, int, int, str, str]]) -> str:
     """``device_id,start,end,label,note`` CSV text of ``(device_id, start_ns, end_ns,
     label, note)`` rows, which ``edgewise label import`` (:func:`read_labels_csv`) reads
-    back exactly: times as integer epoch nanoseconds (as RFC 3339 before 1973-03-03).
+    back exactly: times as integer epoch nanoseconds (as RFC 3339 before 1973-03-03); a
+    row whose note starts or ends with white space or holds a carriage return is quoted
+    whole (unquoted, the reader strips the spaces a spreadsheet puts after a separator,
+    and a lone carriage return would end the row).
 
     Windows are ``[start_ns, end_ns)``: the label of the single reading at ``t`` is
     ``(device, t, t + 1, label, note)``. Each row is checked as :meth:`LabelStore.add`
-    checks it; a bad one raises :class:`InvalidParameterError` and nothing is returned.
+    checks it, and a note holding NUL (which no label file can carry) is refused; a bad
+    row raises :class:`InvalidParameterError` and nothing is returned.
 
     >>> text = labels_csv([("pump-1", 1704067200000000000, 1704067200000000001, "spike",
     ...                     "one reading")])
@@ -1237,9 +1333,14 @@ def labels_csv(rows: Iterable[tuple[str, int, int, str, str]]) -> str:
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    # csv quotes a field holding "\n" but not one holding only "\r" (not in the line
+    # terminator), and never one for its spaces: such a row is quoted whole
+    whole = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(["device_id", "start", "end", "label", "note"])
     for device_id, start_ns, end_ns, label, note in rows:
         LabelStore._check(device_id, start_ns, end_ns, label)
-        writer.writerow([device_id, _csv_time_text(start_ns, "start_ns"),
-                         _csv_time_text(end_ns, "end_ns"), label, note])
+        _check_note(note)
+        row = [device_id, _csv_time_text(start_ns, "start_ns"),
+               _csv_time_text(end_ns, "end_ns"), label, note]
+        (whole if note != note.strip() or "\r" in note else writer).writerow(row)
     return out.getvalue()
