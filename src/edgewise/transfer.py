@@ -45,7 +45,7 @@ from edgewise.errors import InvalidParameterError, NotFittedError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["MIN_NORMALS_TO_RECENTRE", "DeviceModel", "FleetModel", "compare_on_holdout",
-           "fine_tune", "holdout_scores"]
+           "fine_tune", "holdout_scores", "paired_p_value"]
 
 #: Labelled-normal windows :func:`fine_tune` needs before it re-centres: with fewer, their
 #: spread (what tells an offset from noise) is not measured, or (two windows, one degree of
@@ -442,9 +442,13 @@ def compare_on_holdout(fleet: FleetModel, X: Any, y: Any, *, train_fraction: flo
     compare the fleet and the fine-tuned model on the rest.
 
     Returns ``{"fleet_f1", "device_f1", "fleet_balanced_accuracy",
-    "device_balanced_accuracy", "n_train", "n_holdout"}``. F1 alone cannot see false alarms
-    on a hold-out of mostly anomalies (a model flagging every window scores 0.96 on 25
-    anomalies and 2 normal windows); balanced accuracy (:func:`_balanced_accuracy`) can.
+    "device_balanced_accuracy", "n_train", "n_holdout", "device_only_right",
+    "fleet_only_right", "paired_p"}``: the held-out windows only the fine-tuned model got
+    right, those only the fleet model did, and how often chance alone would give the
+    fine-tuned model a balanced-accuracy gain this large (:func:`paired_p_value`). F1 alone
+    cannot see false alarms on a hold-out of mostly anomalies (a model flagging every
+    window scores 0.96 on 25 anomalies and 2 normal windows); balanced accuracy
+    (:func:`_balanced_accuracy`) can.
     ``X`` and ``y`` are checked as :func:`fine_tune` checks them; ``train_fraction`` is in
     [0, 1] and must leave windows on both sides of the split.
     """
@@ -469,7 +473,57 @@ def holdout_scores(fleet: FleetModel, dev: Any, X: np.ndarray, y: np.ndarray, cu
     windows before ``cut`` (checked arrays: the caller checked them)."""
     yh = y[cut:] == 1
     pf, pd = fleet.predict(X[cut:]) == 1, dev.predict(X[cut:]) == 1
+    rf, rd = pf == yh, pd == yh
     return {"fleet_f1": _f1(pf, yh), "device_f1": _f1(pd, yh),
             "fleet_balanced_accuracy": _balanced_accuracy(pf, yh),
             "device_balanced_accuracy": _balanced_accuracy(pd, yh),
-            "n_train": float(cut), "n_holdout": float(len(X) - cut)}
+            "n_train": float(cut), "n_holdout": float(len(X) - cut),
+            "device_only_right": float((rd & ~rf).sum()),
+            "fleet_only_right": float((rf & ~rd).sum()),
+            "paired_p": paired_p_value(rd, rf, yh)}
+
+
+def paired_p_value(device_right: Any, fleet_right: Any, y: Any) -> float:
+    """How often chance alone would give the device model a balanced-accuracy gain over
+    the fleet model at least as large as it has on these windows: the one-sided p-value
+    of an exact paired (sign-flip) test. ``device_right`` and ``fleet_right`` say, per
+    window, whether each model was right; ``y`` whether the window is an anomaly.
+
+    Only the windows where one model is right and the other wrong tell the models apart.
+    Were the models alike, each such window would favour either with chance 1/2; the
+    p-value is the chance that these coin flips give a balanced-accuracy difference at
+    least the one seen (each window weighs one over its class's count, as in balanced
+    accuracy). With as many anomalies as normal windows it is the exact one-sided
+    McNemar test (a binomial test of ``b`` windows only the device model got right
+    against ``c`` only the fleet model got right). 1.0 where no window tells them apart.
+
+    >>> y = np.array([True] * 4 + [False] * 4)
+    >>> both = np.ones(8, dtype=bool)
+    >>> paired_p_value(both, both, y)  # the same on every window: no evidence
+    1.0
+    >>> fleet = np.array([False] * 4 + [True] * 4)  # the fleet misses 4 anomalies
+    >>> paired_p_value(both, fleet, y)  # b = 4, c = 0: (1/2) ** 4
+    0.0625
+    >>> paired_p_value(fleet, both, y)  # the other way round: no gain at all
+    1.0
+    """
+    from scipy.stats import binom
+
+    rd = np.asarray(device_right, dtype=bool)
+    rf = np.asarray(fleet_right, dtype=bool)
+    yy = np.asarray(y, dtype=bool)
+    n1, n0 = int(yy.sum()), int((~yy).sum())
+    # each class's discordant windows weigh 1 / its count; times n1 * n0, whole numbers
+    w1, w0 = (n0 or 1), (n1 or 1)
+    b1, c1 = int((rd & ~rf & yy).sum()), int((rf & ~rd & yy).sum())
+    b0, c0 = int((rd & ~rf & ~yy).sum()), int((rf & ~rd & ~yy).sum())
+    d1, d0 = b1 + c1, b0 + c0
+    if d1 + d0 == 0:
+        return 1.0
+    seen = w1 * (b1 - c1) + w0 * (b0 - c0)
+    x1 = np.arange(d1 + 1)
+    # x1 anomalies and x0 normal windows favouring the device model reach ``seen`` when
+    # w1 * (2 x1 - d1) + w0 * (2 x0 - d0) >= seen, i.e. x0 >= need (rounded up)
+    need = -((-(seen - w1 * (2 * x1 - d1) + w0 * d0)) // (2 * w0))
+    p = float((binom.pmf(x1, d1, 0.5) * binom.sf(need - 1, d0, 0.5)).sum())
+    return min(1.0, p)

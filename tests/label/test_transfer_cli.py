@@ -422,7 +422,8 @@ def test_a_fine_tuned_model_worse_on_the_hold_out_is_not_saved(
     csv = _csv(hist, tmp_path / "fleet.csv")
     monkeypatch.setattr(ft, "holdout_scores", lambda *a, **k: {
         "fleet_f1": 0.75, "device_f1": 0.5, "fleet_balanced_accuracy": 0.75,
-        "device_balanced_accuracy": 0.5, "n_train": 20.0, "n_holdout": 20.0})
+        "device_balanced_accuracy": 0.5, "n_train": 20.0, "n_holdout": 20.0,
+        "device_only_right": 0.0, "fleet_only_right": 5.0, "paired_p": 1.0})
     r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
              str(tmp_path), "--window", str(W))
     assert r.exit_code == 0, r.stderr

@@ -18,12 +18,13 @@ def _fleet() -> FleetModel:
     return FleetModel().fit(X, np.r_[np.zeros(40), np.ones(40)].astype(int))
 
 
-def test_a_hold_out_tie_saves_the_fine_tuned_model_only_with_the_unchecked_warning() -> None:
+def test_a_hold_out_tie_keeps_the_fleet_model() -> None:
     """Check a device 0.5 off the fleet's normal whose faults its features cannot show:
     the earlier half re-centres it, and on the later half neither model catches a fault
     (F1 0.000 each). That tie went out as a pass, the fine-tuned model saved with no
-    warning; it measured nothing, so the model is saved with the unmeasured case's
-    warning and the reason says it was a tie."""
+    warning; then with the unmeasured case's warning. The hold-out told the models apart
+    on no window, so it showed no gain: the fleet model is saved (the paired keep rule,
+    :data:`~edgewise.label.fleet_transfer.KEEP_ALPHA`), and the reason says why."""
     fleet = _fleet()
     rng = np.random.default_rng(1)
     y = np.array([0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0])  # earlier half: 1 fault, no re-
@@ -31,15 +32,13 @@ def test_a_hold_out_tie_saves_the_fine_tuned_model_only_with_the_unchecked_warni
     holdout, why = _holdout(fleet, X, y)
     assert why is None and holdout is not None
     assert holdout["fleet_f1"] == holdout["device_f1"] == 0.0
+    assert (holdout["device_only_right"], holdout["fleet_only_right"]) == (0, 0)
     tuned = fine_tune(fleet, X, y)
     kept, kept_why, warning = _keep(tuned, y, holdout, None, _alarms(fleet, tuned, X))
-    assert kept == "device"
-    assert kept_why == ("the hold-out measured nothing (a tie: balanced accuracy 0.500 "
-                        "each; neither caught a held-out anomaly)")
-    assert warning is not None and warning.startswith(
-        "the fine-tuned model is saved unchecked: it could not be compared with the fleet "
-        "model on a hold-out (a tie: balanced accuracy 0.500 each; neither caught a "
-        "held-out anomaly), and may be worse than it. It flags ")
+    assert (kept, warning) == ("fleet", None)
+    assert kept_why == ("the hold-out could not tell the models apart: they were right and "
+                        "wrong on the same 6 held-out windows (balanced accuracy 0.500 each); "
+                        "label more windows and train again to show a gain")
 
 
 def test_a_model_flagging_every_window_loses_a_hold_out_of_mostly_anomalies() -> None:
@@ -92,7 +91,8 @@ def test_a_fine_tuned_model_flagging_far_more_windows_is_saved_with_a_warning() 
     moved = DeviceModel(_fleet(), np.full(2, 0.1), None, 0.0, 34)
     y = np.array([0, 1])
     scores = {"fleet_f1": 0.615, "device_f1": 0.818, "fleet_balanced_accuracy": 0.722,
-              "device_balanced_accuracy": 0.75, "n_train": 34.0, "n_holdout": 34.0}
+              "device_balanced_accuracy": 0.75, "n_train": 34.0, "n_holdout": 34.0,
+              "device_only_right": 6.0, "fleet_only_right": 0.0, "paired_p": 0.016}
     kept, _, warning = _keep(moved, y, scores, None,
                              {"windows": 100, "fleet": 14, "fine_tuned": 69})
     assert kept == "device" and warning == (

@@ -91,10 +91,12 @@ def train_transfer_cmd(
     """Fit a fleet model on the fleet's labelled windows, fine-tune it on the device's own
     labels, and save it as the device's next transfer model version.
 
-    The fleet model is saved instead when the fine-tuned one scores below it on the
-    hold-out (balanced accuracy), or when fine-tuning changed nothing; a fine-tuned model
-    that could not be measured, tied with the fleet model there (unless both were perfect),
-    or flags far more windows than it, is saved with a warning (stderr) saying so."""
+    The fleet model is saved instead when fine-tuning changed nothing, or when the
+    fine-tuned one does not beat it on the hold-out (the later half of the device's
+    labels, balanced accuracy) by a gain chance alone gives at most 5 % of the time (an
+    exact paired test on the windows only one of them got right); a fine-tuned model that
+    could not be measured, was kept on a hold-out under 30 windows, or flags far more
+    windows than the fleet model, is saved with a warning (stderr) saying so."""
     from edgewise.label.fleet_transfer import train_transfer
 
     _check_args(device, window)
@@ -122,7 +124,9 @@ def train_transfer_cmd(
     h = out["holdout"]
     typer.echo(f"hold-out (later half of its labels): balanced accuracy fleet "
                f"{h['fleet_balanced_accuracy']:.3f}, device {h['device_balanced_accuracy']:.3f}"
-               f"; F1 fleet {h['fleet_f1']:.3f}, device {h['device_f1']:.3f}"
+               f"; F1 fleet {h['fleet_f1']:.3f}, device {h['device_f1']:.3f}; windows only the "
+               f"device model got right {int(h['device_only_right'])}, only the fleet model "
+               f"{int(h['fleet_only_right'])} (p = {h['paired_p']:.3f})"
                if h else f"hold-out: not measured ({out['holdout_why']})")
     typer.echo(f"saved as {device}'s model: "
                + ("the fine-tuned model" if out["kept"] == "device" else
