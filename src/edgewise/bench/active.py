@@ -38,6 +38,7 @@ import numpy as np
 
 from edgewise.bench._machine import machine, machine_fields
 from edgewise.bench.nab_scorer import load_profiles, load_windows
+from edgewise.errors import ConfigError, InvalidParameterError
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.strategies import Pool, make_strategy
 from edgewise.label.windows import WindowSet, windows_from_series
@@ -210,20 +211,73 @@ def event_f1(pred: np.ndarray, y: np.ndarray, event: np.ndarray, device: np.ndar
     return 2 * prec * rec / (prec + rec)
 
 
-def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
-    """The NAB corpus at ``root`` (``data/`` and ``labels/combined_windows.json``)."""
+def _nab_file(path: Path, what: str) -> ConfigError:
+    """The error for a NAB root's file that cannot be read: its path and what it should be."""
+    return ConfigError(f"NAB root file {str(path)!r} {what}; a NAB root holds "
+                       "labels/combined_windows.json, config/profiles.json and each labelled "
+                       "data/<category>/<file>.csv with 'timestamp' and 'value' columns.")
+
+
+def _read_nab_json(path: Path, read: Callable[[Path], object]) -> object:
+    """``read(path)`` of a NAB root's JSON file, a :class:`ConfigError` naming it if it fails."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise _nab_file(path, "is missing (no such file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _nab_file(path, f"cannot be read ({exc})") from None
+    except ValueError as exc:  # JSONDecodeError, and a time that is not one
+        raise _nab_file(path, f"is not NAB's JSON ({exc})") from None
+    except (TypeError, AttributeError) as exc:  # JSON of another shape
+        raise _nab_file(path, f"is not NAB's JSON layout ({exc})") from None
+
+
+def _read_nab_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Record times (datetime64[ns]) and values of one NAB data file, a
+    :class:`ConfigError` naming the file where it has no such columns or cannot be read."""
     import pandas as pd
 
-    windows = load_windows(root / "labels" / "combined_windows.json")
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise _nab_file(path, "is missing (no such file), though "
+                        "labels/combined_windows.json names it") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' ParserError among them
+        raise _nab_file(path, f"cannot be read as CSV ({exc})") from None
+    lacking = [c for c in ("timestamp", "value") if c not in df.columns]
+    if lacking:
+        raise _nab_file(path, f"has no {' or '.join(map(repr, lacking))} column (its columns: "
+                        f"{', '.join(map(repr, map(str, df.columns)))})")
+    if len(df) == 0:
+        raise _nab_file(path, "holds no readings (a header only)")
+    try:
+        stamps = pd.to_datetime(df["timestamp"]).to_numpy().astype("datetime64[ns]")
+        values = df["value"].to_numpy(float)
+    except (ValueError, TypeError) as exc:
+        raise _nab_file(path, f"has a 'timestamp' that is not a time or a 'value' that is "
+                        f"not a number ({exc})") from None
+    return stamps, values
+
+
+def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
+    """The NAB corpus at ``root`` (``data/`` and ``labels/combined_windows.json``).
+
+    A file of the root that is missing or cannot be read as NAB writes it is a
+    :class:`~edgewise.errors.ConfigError` naming it.
+    """
+    import pandas as pd
+
+    windows = _read_nab_json(root / "labels" / "combined_windows.json", load_windows)
+    assert isinstance(windows, dict)
     names = sorted(windows) if files is None else list(files)
+    profiles = _read_nab_json(root / "config" / "profiles.json", load_profiles)
+    assert isinstance(profiles, dict)
     parts, ys, evs = [], [], []
     stamps: dict[str, np.ndarray] = {}
     for name in names:
-        df = pd.read_csv(root / "data" / name)
-        stamps[name] = pd.to_datetime(df["timestamp"]).to_numpy().astype("datetime64[ns]")
+        stamps[name], values = _read_nab_csv(root / "data" / name)
         ts = stamps[name].astype(np.int64)
-        ws = windows_from_series(df["value"].to_numpy(float), ts, name,
-                                 length=max(10, len(df) // 100))
+        ws = windows_from_series(values, ts, name, length=max(10, len(values) // 100))
         y = np.zeros(len(ws), bool)
         ev = np.full(len(ws), -1)
         for j, (a, b) in enumerate(windows[name]):
@@ -234,8 +288,7 @@ def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
         ys.append(y)
         evs.append(ev)
     y = np.concatenate(ys)
-    nab = NabScoring(stamps, {n: windows[n] for n in names},
-                     load_profiles(root / "config" / "profiles.json"))
+    nab = NabScoring(stamps, {n: windows[n] for n in names}, profiles)
     return Dataset("nab", WindowSet.concat(parts), y, np.concatenate(evs),
                    np.where(y, "anomaly", "normal"),
                    note=f"{len(names)} NAB files", nab=nab)
@@ -373,12 +426,49 @@ def sim_pump_fleet(n_pumps: int = 10, steps: int = 3000, window: int = 30, seed:
                    f"{fault_rate_per_h} faults/pump/h, windows of {window}")
 
 
+def _check_budgets(budgets: Sequence[int], ds: Dataset | None = None) -> list[int]:
+    """``budgets`` as ints: at least one, each a whole number >= 0 and, with ``ds``, none
+    past its windows (a budget no strategy can reach was left out of the results, and
+    :func:`run_benchmark` failed on it with a bare ``KeyError``).
+
+    >>> _check_budgets((0, 10))
+    [0, 10]
+    >>> _check_budgets((0, -5))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'budgets' parameter must be ... Got (0, -5) instead.
+    """
+    ok = len(budgets) > 0 and all(
+        isinstance(b, int | np.integer) and not isinstance(b, bool) and b >= 0 for b in budgets)
+    if not ok:
+        raise InvalidParameterError(
+            f"The 'budgets' parameter must be one or more whole numbers >= 0 (labelled "
+            f"windows). Got {tuple(budgets)!r} instead.", field="budgets", value=budgets)
+    out = [int(b) for b in budgets]
+    if ds is not None and max(out) > len(ds.windows):
+        raise InvalidParameterError(
+            f"The largest budget, {max(out)} labels, is more than dataset {ds.name!r} "
+            f"({ds.note}) can give: it has {len(ds.windows)} windows. Give a dataset of at "
+            f"least {max(out)} windows, or budgets up to {len(ds.windows)}.",
+            field="budgets", value=budgets)
+    return out
+
+
 def run_active(ds: Dataset, strategy: str, seed: int, budgets: Sequence[int] = BUDGETS,
                batch: int = 5, **model_params: float,
                ) -> dict[int, tuple[float, float, float]]:
     """Label up to ``max(budgets)`` windows chosen by ``strategy``; (event F1, window F1,
     NAB standard score or NaN where the dataset is not NAB) of the refitted model at each
-    budget."""
+    budget.
+
+    Budgets must be whole numbers >= 0, none past the dataset's windows, and ``batch`` at
+    least 1 (:class:`~edgewise.errors.InvalidParameterError` otherwise).
+    """
+    budgets = _check_budgets(budgets, ds)
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise InvalidParameterError(
+            f"The 'batch' parameter of run_active must be an int >= 1 (questions asked "
+            f"between refits). Got {batch!r} instead.", field="batch", value=batch)
     ws = ds.windows
     n = len(ws)
     y = np.full(n, -1)
@@ -456,6 +546,11 @@ def paired_comparison(active: np.ndarray, random: np.ndarray, budgets: Sequence[
     return out
 
 
+def _events(ds: Dataset) -> int:
+    """How many anomaly events (a device's numbered anomaly) ``ds`` holds."""
+    return len({(d, e) for d, e in zip(ds.windows.device[ds.y], ds.event[ds.y], strict=True)})
+
+
 def run_benchmark(
     datasets: Sequence[Dataset | Callable[[int], Dataset]],
     *,
@@ -471,18 +566,29 @@ def run_benchmark(
 
     A dataset given as a callable is built anew for each seed (``make(seed)``), so the
     spread also covers different fleets; a fixed dataset varies only the strategies' seeds.
+    A budget past a dataset's windows is refused before its strategies run.
     """
+    budgets = _check_budgets(budgets)
+    if isinstance(seeds, bool) or not isinstance(seeds, int | np.integer) or seeds < 1:
+        raise InvalidParameterError(
+            f"The 'seeds' parameter of run_benchmark must be an int >= 1 (runs to average "
+            f"over). Got {seeds!r} instead.", field="seeds", value=seeds)
     results: dict[str, dict[str, object]] = {}
     for item in datasets:
         t0 = time.perf_counter()
         per_seed = [item(s) for s in range(seeds)] if callable(item) else [item] * seeds
+        for each in per_seed:
+            _check_budgets(budgets, each)
         ds = per_seed[0]
         note = ds.note + (" (a new fleet per seed)" if callable(item) else "")
         entry: dict[str, object] = {"budgets": list(budgets), "note": note,
-                                    "windows": len(ds.windows), "anomalous_windows":
-                                    int(ds.y.sum()), "events": len(
-                                        {(d, e) for d, e in zip(ds.windows.device[ds.y],
-                                                                ds.event[ds.y], strict=True)})}
+                                    "windows": len(ds.windows),
+                                    "anomalous_windows": int(ds.y.sum()),
+                                    "events": _events(ds)}
+        if callable(item):  # the counts above are seed 0's; each seed's fleet has its own
+            entry["windows_by_seed"] = [len(d.windows) for d in per_seed]
+            entry["anomalous_windows_by_seed"] = [int(d.y.sum()) for d in per_seed]
+            entry["events_by_seed"] = [_events(d) for d in per_seed]
         by_seed: dict[str, np.ndarray] = {}
         for name in strategies:
             runs = [run_active(per_seed[s], name, s, budgets) for s in range(seeds)]
@@ -552,9 +658,14 @@ def to_markdown(results: dict[str, dict[str, object]], command: str) -> str:
     for name, e in results.items():
         budgets = e["budgets"]
         assert isinstance(budgets, list)
-        lines += [f"## {name}", "", (f"{e['note']}; {e['windows']} windows, "
-                  f"{e['anomalous_windows']} anomalous, {e['events']} anomaly events; "
-                  f"{e['seconds']} s."), ""]
+        if "anomalous_windows_by_seed" in e:  # a fleet per seed: seed 0's counts are not all
+            counts = (f"per seed (0, 1, ...): windows {_listed(e['windows_by_seed'])}, "
+                      f"anomalous windows {_listed(e['anomalous_windows_by_seed'])}, "
+                      f"anomaly events {_listed(e['events_by_seed'])}")
+        else:
+            counts = (f"{e['windows']} windows, {e['anomalous_windows']} anomalous, "
+                      f"{e['events']} anomaly events")
+        lines += [f"## {name}", "", f"{e['note']}; {counts}; {e['seconds']} s.", ""]
         strategies = [k[:-3] for k in e if k.endswith("_f1") and not k.endswith("window_f1")]
         metrics = [("event F1", "_f1"), ("window F1", "_window_f1")]
         if any(k.endswith("_nab") for k in e):
@@ -572,6 +683,16 @@ def to_markdown(results: dict[str, dict[str, object]], command: str) -> str:
             lines.append("")
         lines += [*comparison_lines(e), ""]
     return "\n".join(lines) + "\n"
+
+
+def _listed(values: object) -> str:
+    """Comma-separated values of a list.
+
+    >>> _listed([119, 121])
+    '119, 121'
+    """
+    assert isinstance(values, list)
+    return ", ".join(map(str, values))
 
 
 def comparison_lines(entry: dict[str, object]) -> list[str]:

@@ -52,6 +52,7 @@ def bench_active(
 
     from edgewise.bench._machine import command_line
     from edgewise.bench.active import (
+        _read_nab_json,
         comparison_lines,
         load_nab,
         pump_fleet,
@@ -59,6 +60,7 @@ def bench_active(
         sim_pump_fleet,
         to_markdown,
     )
+    from edgewise.bench.nab_scorer import load_windows
     from edgewise.label.strategies import STRATEGIES
 
     # every option is checked before any corpus is read or any fleet simulated
@@ -72,19 +74,24 @@ def bench_active(
                                                  inputs=[("--nab-dir", nab_dir)] if nab_dir else ())
     root = nab_dir
     if "nab" in names:
+        where = "--nab-dir"
         if root is None:
             env = os.environ.get("EDGEWISE_SHARED_DATA")
             root = Path(env) / "nab" if env else Path.cwd().parent / "shared" / "data" / "nab"
+            where = ("the NAB folder of $EDGEWISE_SHARED_DATA" if env else
+                     "the default NAB folder (../shared/data/nab; give --nab-dir)")
         if not (root / "labels" / "combined_windows.json").is_file():
-            raise fail(f"--nab-dir {str(root)!r} has no labels/combined_windows.json.")
+            raise fail(f"{where} {str(root)!r} has no labels/combined_windows.json.")
     items = []
     for name in names:
         if name == "nab":
             assert root is not None
             files = None
             if nab_files:
-                all_files = sorted(json.loads(
-                    (root / "labels" / "combined_windows.json").read_text()))
+                windows = _read_nab_json(root / "labels" / "combined_windows.json",
+                                         load_windows)
+                assert isinstance(windows, dict)
+                all_files = sorted(windows)
                 files = all_files[:nab_files]
             items.append(load_nab(root, files))
         elif name == "pumps":
