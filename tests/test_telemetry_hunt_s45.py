@@ -157,3 +157,24 @@ def test_what_follows_the_members_is_refused_as_before() -> None:
         _inflate(gzip.compress(b"x" * 600) + gzip.compress(b"y" * 600), "d", 1000)
     assert caught.value.reason == "too_large"
     assert len(_inflate(gzip.compress(b"x" * 500) * 2, "d", 1000)) == 1000
+
+
+# SenML units as compact's: a unit that is not text rejects its reading ------------------
+
+def test_a_senml_unit_that_is_not_text_rejects_the_reading_as_compact_does() -> None:
+    """Check a SenML ``u`` that is no text rejects its reading (it was dropped and the
+    reading stored without a unit, where compact's ``units`` rejects it), ``null`` is no
+    unit, and a refused ``bu`` rejects the readings that would take it, not those with a
+    ``u`` of their own."""
+    from edgewise.telemetry import decode
+
+    d = decode(b'[{"bn": "a", "bt": 1700000000}, {"n": "x", "v": 1, "u": 7}, '
+               b'{"n": "y", "v": 2, "u": null}, {"n": "z", "v": 3, "u": "V"}]', "dev")
+    assert [(r.metric, r.unit) for r in d.readings] == [("ay", None), ("az", "V")]
+    assert [(e.field, e.reason, e.value) for e in d.rejected] == [("u", "bad_type", 7)]
+    d = decode(b'[{"bn": "a", "bt": 1700000000, "bu": ["Cel"]}, {"n": "x", "v": 1}, '
+               b'{"n": "y", "v": 2, "u": "Cel"}]', "dev")
+    assert [(r.metric, r.unit) for r in d.readings] == [("ay", "Cel")]
+    assert [(e.field, e.reason) for e in d.rejected] == [("bu", "bad_type"), ("u", "bad_type")]
+    compact = decode(b'{"ts": 1700000000, "metrics": {"x": 1}, "units": {"x": 7}}', "dev")
+    assert not compact.readings and compact.rejected[0].reason == "bad_type"

@@ -91,6 +91,8 @@ _INT_RE = re.compile(r"[+-]?\d+")
 #: gave up: 16,000 digits and an "x" took 11 s)
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _MAX_SEQ = 2**62
+#: A SenML pack's ``bu`` that was refused: the records after it that rely on it are too.
+_REFUSED_UNIT: Any = object()
 #: Values of a repeated key a ``duplicate_key`` rejection lists (:func:`_repeated_key`).
 _LISTED_REPEATS = 4
 #: Bytes of a gzip member :func:`_inflate` feeds zlib first, and at most at a time.
@@ -941,7 +943,14 @@ def _decode_senml(
                 if isinstance(rec["bt"], int):
                     bt = rec["bt"]
             if "bu" in rec:
-                bu = rec["bu"] if isinstance(rec["bu"], str) else None
+                bu = _REFUSED_UNIT  # refused: the records after it lack their unit (bad_type)
+                if rec["bu"] is not None and not isinstance(rec["bu"], str):
+                    raise PayloadError(
+                        device_id=device_id, field="bu", value=rec["bu"],
+                        allowed='the base unit as text, e.g. "Cel" (or null: no unit)',
+                        reason="bad_type", index=i,
+                    )
+                bu = rec["bu"]
             if "bv" in rec:
                 bv = math.nan  # refused: the values after it are not readings (not_finite)
                 bv = _check_value(rec["bv"], "bv", device_id, i)
@@ -1046,8 +1055,21 @@ def _decode_senml(
                 )
             if (old := _expired(ts_ns, expiry, "t", device_id, i)) is not None:
                 raise old
+            # a unit that is not text rejects the reading, as in compact's "units" (it
+            # was dropped without a word, and the reading stored unitless)
             unit = rec.get("u", bu)
-            unit = unit if isinstance(unit, str) else None
+            if unit is _REFUSED_UNIT:
+                raise PayloadError(
+                    device_id=device_id, field="u", value=None,
+                    allowed="a record after a valid base unit (the pack's 'bu' was refused), "
+                    "or a 'u' of its own", reason="bad_type", index=i,
+                )
+            if unit is not None and not isinstance(unit, str):
+                raise PayloadError(
+                    device_id=device_id, field="u", value=unit,
+                    allowed='the unit as text, e.g. "Cel" (or null: no unit); the reading '
+                    "was left out", reason="bad_type", index=i,
+                )
             out.readings.append(Reading(device_id, metric, ts_ns, value, seq, unit))
         except PayloadError as exc:
             out.reject(exc)
