@@ -19,11 +19,16 @@ it (the drop in T² were it at that prediction). :meth:`AlertExplanation.top` or
 
 Metrics are carried forward between their readings (a reading time sees the last value
 of every metric), as the detector sees one row per reading time. Every metric's standard
-deviation is floored at a millionth of its spread around its mean before the alert (never
-of its level, so an offset does not hide a precise metric), so a metric that was constant
-before the alert and moved in it gets a large but finite term (it is named in
-``constant_before``),
-and a metric with no reading before the alert is left out (named in ``left_out``).
+deviation is floored at a millionth of its spread (the largest distance of its readings
+before and in the alert from its mean before the alert; never of its level, so an offset
+does not hide a precise metric). A metric that was constant before the alert is named in
+``constant_before`` if it moved in it; it gets the detector's ridge for a metric that has
+not varied, a standard deviation of ``sqrt(1e-9)`` of its level
+(:func:`~edgewise.detect.mahalanobis.shrink_covariance`), so a barometer constant at
+101325 Pa that ticks by 1 Pa is as ordinary as in the score that raised the alert, while a
+motor held at 1450 rpm that stops, or one off (``rpm`` 0, no level) that starts, gets a
+large but finite term. A metric with no reading before the alert is left out (named in
+``left_out``).
 
 >>> rng = np.random.default_rng(0)
 >>> rows = []
@@ -69,8 +74,10 @@ class AlertExplanation(Explanation):
 
     ``constant_before`` names the metrics that did not vary in the reference (its readings
     equal to within :data:`CONSTANT_RELATIVE` of their own magnitude, whatever the alert's
-    readings) but moved in the alert: their standard deviation was floored at
-    :data:`MIN_RELATIVE_SD` of their spread, so their term is large but finite.
+    readings) but moved in the alert: their standard deviation is the one the detector gives
+    such a metric, ``sqrt(1e-9)`` of its level, and at least :data:`MIN_RELATIVE_SD` of
+    their spread, so their term is finite, and large unless the move is a tick of the
+    level (1 Pa of 101325).
     ``left_out`` names the metrics with no reading before the alert, which the
     explanation cannot compare with anything and so leaves out.
 
@@ -131,9 +138,10 @@ def alert_explanation(
 
     Each metric's standard deviation is at least :data:`MIN_RELATIVE_SD` of its spread
     (the largest distance of its readings here from its mean before the alert, whatever
-    its level), so a metric that was constant before the
-    alert (a motor off, ``rpm`` 0) and moved in it gets a large finite term, named in
-    ``constant_before``, and the T² and every term stay finite. A metric with no reading
+    its level), and a metric that was constant before the alert at least ``sqrt(1e-9)`` of
+    its level, as the detector's ridge gives it; so one that moved in the alert (a motor
+    off, ``rpm`` 0, that starts) gets a large finite term, named in ``constant_before``,
+    and the T² and every term stay finite. A metric with no reading
     before the alert is left out (named in ``left_out``).
 
     Raises
@@ -212,10 +220,18 @@ def alert_explanation(
     x, xs = x / spread, xs / spread
     mean = x.mean(axis=0)
     cov = np.cov(x, rowvar=False)
-    s = shrink_covariance(cov, mean, shrinkage)
-    # floor each sd at MIN_RELATIVE_SD of the spread: a metric constant in the reference
-    # (sd ~1e-150) that moved in the alert would otherwise blow its term up to inf, and the
-    # rounding residues of its cross terms with the others up to ~1e135. With the floor,
+    # a metric constant before the alert has no covariance but rounding residues: it gets
+    # the detector's ridge for a metric that has not varied, 1e-9 of its level squared
+    # (shrink_covariance), so a barometer at 101325 Pa that ticks by 1 Pa is as ordinary
+    # here as in the score that raised the alert (the floor below alone made any tick
+    # 1e6 sd, the whole blame); its level is its reference mean in units of its spread
+    cov[still, :] = 0.0
+    cov[:, still] = 0.0
+    s = shrink_covariance(cov, np.where(still, centre / spread, mean), shrinkage)
+    # floor each sd at MIN_RELATIVE_SD of the spread: a metric constant at 0 in the
+    # reference (sd ~1e-150) that moved in the alert would otherwise blow its term up to
+    # inf, and the rounding residues of its cross terms with the others up to ~1e135. With
+    # the floor,
     # |d / sd| <= 2 / MIN_RELATIVE_SD for every metric, so T² and every term are finite.
     sd = np.maximum(np.sqrt(np.diag(s)), MIN_RELATIVE_SD)
     z = (xs - mean) / sd
