@@ -6,8 +6,9 @@ nodes that make LightGBM's zero-as-missing band NaN, where the table has it), so
 library the table reads (scikit-learn, HistGradientBoosting, LightGBM) exports without a
 converter per library. Torch modules use ``torch.onnx.export``; int8 is onnxruntime's static
 post-training quantisation (8-bit weights and activations, U8U8 QDQ), calibrated on data the
-caller gives: outputs are clipped to the range the calibration rows reach, and a row with a NaN
-or infinite input gives NaN (:func:`quantize_int8`).
+caller gives: outputs are clipped to the range the calibration rows reach, a row with a NaN
+or infinite input gives NaN, and a bias that int32 cannot hold at its scale is refused
+(:func:`quantize_int8`).
 
 >>> import numpy as np
 >>> from edgewise.detect.zscore import EWZScore
@@ -476,6 +477,11 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
     Calibration rows holding a NaN are left out, with a warning (one took an activation's
     range with it); :class:`ExportError` where every row holds one.
 
+    Each bias is held as int32 in steps of input scale x weight scale: a layer whose weights
+    are tiny next to its bias (weights 1e-6, bias 0.5) needs more steps than int32 has, and
+    the graph gave 0.0 for every row. That is an :class:`ExportError` naming the layer and
+    the bias (:func:`_check_int32_biases`); export float32 for such a model.
+
     >>> import torch
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <...>
@@ -510,8 +516,99 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QUInt8)
-        data = _marked(_non_finite_guard(dst.read_bytes(), exported.input_names[0]))
+        quantized = dst.read_bytes()
+    _check_int32_biases(exported, quantized, X)
+    data = _marked(_non_finite_guard(quantized, exported.input_names[0]))
     return OnnxExport(exported.name, exported.kind, data, exported.input_names, dtype="int8")
+
+
+#: the int32 range onnxruntime clips a quantised bias to
+_I32 = float(np.iinfo(np.int32).max)
+
+
+def _check_int32_biases(exported: OnnxExport, quantized: bytes, X: np.ndarray) -> None:
+    """:class:`ExportError` where a layer's bias does not fit int32 at its scale.
+
+    A static int8 graph holds each bias as int32 in steps of input scale x weight scale.
+    Where the weights are tiny next to the bias (a small MLP with weights 1e-6 and bias 0.5:
+    the step was 4.3e-11), ``bias / step`` lies beyond int32: onnxruntime only logged a
+    warning, clipped it, and the int8 graph gave 0.0 for every row where torch gives 0.5
+    (onnxruntime's fused kernels gave 0.0 with a float bias too). Calibration rows whose
+    inputs barely vary (scaled by 1e-12) make the input scale, and the step, as small. The
+    check reads each int32 bias of the quantised graph with its scale against the float
+    graph's bias, so it does not depend on onnxruntime's log.
+    """
+    onnx = _onnx()
+    from onnx import TensorProto, numpy_helper
+
+    fl = onnx.load_model_from_string(exported.model_bytes)
+    floats = {t.name: t for t in fl.graph.initializer}
+    q = onnx.load_model_from_string(quantized)
+    inits = {t.name: t for t in q.graph.initializer}
+    made_by = {o: n for n in q.graph.node for o in n.output}
+    used_by = {i: n for n in q.graph.node for i in n.input}
+
+    def scale_of(tensor: str) -> np.ndarray | None:
+        """The scale of the DequantizeLinear that gives ``tensor``, if one does."""
+        n = made_by.get(tensor)
+        if n is None or n.op_type != "DequantizeLinear" or n.input[1] not in inits:
+            return None
+        return numpy_helper.to_array(inits[n.input[1]]).astype(np.float64).ravel()
+
+    for node in q.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 2:
+            continue
+        qb, sc = inits.get(node.input[0]), inits.get(node.input[1])
+        if qb is None or sc is None or qb.data_type != TensorProto.INT32:
+            continue
+        name = qb.name.removesuffix("_quantized")
+        if name not in floats:
+            continue
+        b = numpy_helper.to_array(floats[name]).astype(np.float64).ravel()
+        step = np.broadcast_to(numpy_helper.to_array(sc).astype(np.float64).ravel(), b.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps = np.abs(b) / step
+        over = ~(steps <= _I32) & (b != 0)
+        if not over.any():
+            continue
+        k = int(np.argmax(np.where(over, steps, -1.0)))
+        layer = name.removesuffix(".bias")
+        more = f" ({int(over.sum())} of its {b.size} biases are)" if over.sum() > 1 else ""
+        user = used_by.get(node.output[0])
+        s_in = scale_of(user.input[0]) if user is not None and len(user.input) > 1 else None
+        s_w = scale_of(user.input[1]) if user is not None and len(user.input) > 1 else None
+        parts = ""
+        if s_in is not None and s_w is not None and s_in.size == 1:
+            s_wk = float(s_w[k] if s_w.size == b.size else s_w[0])
+            parts = f" = input scale {float(s_in[0]):.3g} x weight scale {s_wk:.3g}"
+        raise ExportError(
+            f"Cannot quantise layer {layer!r} to int8: its bias {name}[{k}] = {b[k]:.6g} is "
+            f"{steps[k]:.3g} steps of its int32 scale {step[k]:.3g}{parts}, beyond int32's "
+            f"{_I32:.0f}{more}, and onnxruntime clips it{_int8_gap(exported, quantized, X)}. "
+            "int8 needs |bias| <= 2147483647 x input scale x weight scale: the layer's "
+            "weights, or the spread of its inputs on the calibration rows, are tiny next to "
+            "its bias. Export float32 (dtype='float32') instead, calibrate on rows that vary "
+            "as in real use, or rescale the model so its weights are not tiny next to its "
+            "biases (e.g. train on standardised inputs and outputs).")
+
+
+def _int8_gap(exported: OnnxExport, quantized: bytes, X: np.ndarray) -> str:
+    """Words on how far the quantised graph's outputs are from the float graph's on the
+    calibration rows (the largest difference), for :func:`_check_int32_biases`'s error."""
+    try:
+        import onnxruntime as ort
+
+        x = {exported.input_names[0]: X}
+        f = np.ravel(exported.session().run(None, x)[0]).astype(np.float64)
+        sess = ort.InferenceSession(quantized, providers=["CPUExecutionProvider"])
+        i = np.ravel(sess.run(None, x)[0]).astype(np.float64)
+        r = int(np.nanargmax(np.abs(f - i)))
+    except Exception:  # the figure is a courtesy: the error stands without it
+        return ""
+    if f[r] == i[r]:
+        return " (the calibration rows happen not to show it)"
+    return (f": on calibration row {r} the int8 graph gives {i[r]:.6g} where the float "
+            f"graph gives {f[r]:.6g}")
 
 
 def _calibration_without_nan(calibration: Any) -> np.ndarray:
