@@ -15,6 +15,7 @@ import pytest
 from edgewise.bench.nab import run_nab
 from edgewise.bench.nab_scorer import load_profiles, load_results_dir, load_windows, score_corpus
 from edgewise.detect.context_likelihood import ContextLikelihood
+from tests.in_process import edgewise_here
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = [
@@ -60,13 +61,10 @@ def test_run_nab_writes_nab_layout_that_rescores_identically(small_nab, tmp_path
 
 
 def test_cli_bench_nab_json_prints_one_object(small_nab, tmp_path):
-    """Check that `edgewise bench nab --json` prints exactly one JSON object with the scores."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgewise", "bench", "nab", "--data", str(small_nab),
-         "--out", str(tmp_path / "o"), "--detector", "ewzscore", "--json"],
-        capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src"),
-                                                      "PATH": "/usr/bin:/bin"}, check=False,
-    )
+    """Check that `edgewise bench nab --json` prints exactly one JSON object with the scores
+    (through the real entry point, in this process; the refusals below run as processes)."""
+    proc = edgewise_here("bench", "nab", "--data", str(small_nab), "--out",
+                         str(tmp_path / "o"), "--detector", "ewzscore", "--json", cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["detector"] == "ewzscore" and doc["files"] == 3
@@ -87,23 +85,20 @@ def test_cli_bench_nab_rejects_unknown_detector_and_bad_root(small_nab, tmp_path
 
 
 def test_cli_bench_nab_bootstrap_reports_halves_and_spread(small_nab, tmp_path):
-    """Check that --bootstrap adds halves and a 5-95% range, and --reference needs it."""
-    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
-    base = [sys.executable, "-m", "edgewise", "bench", "nab", "--data", str(small_nab),
-            "--out", str(tmp_path / "o"), "--detector", "ewzscore"]
-    p = subprocess.run([*base, "--bootstrap", "3", "--reference", str(tmp_path / "o" /
-                        "ewzscore"), "--json"], capture_output=True, text=True, env=env,
-                       check=False)
+    """Check that --bootstrap adds halves and a 5-95% range, and --reference needs it
+    (through the real entry point, in this process)."""
+    base = ["bench", "nab", "--data", str(small_nab), "--out", str(tmp_path / "o"),
+            "--detector", "ewzscore"]
+    p = edgewise_here(*base, "--bootstrap", "3", "--reference",
+                      str(tmp_path / "o" / "ewzscore"), "--json")
     assert p.returncode == 2 and "--reference" in p.stderr  # nothing written there yet
-    p = subprocess.run([*base, "--bootstrap", "3", "--json"], capture_output=True, text=True,
-                       env=env, check=False)
+    p = edgewise_here(*base, "--bootstrap", "3", "--json")
     assert p.returncode == 0, p.stderr
     rob = json.loads(p.stdout)["robustness"]
     assert set(rob["halves"]) == {"even", "odd"} and rob["bootstrap"]["resamples"] == 3
     lo, hi = rob["bootstrap"]["ci_5_95"]["standard"]
     assert lo <= hi
-    p = subprocess.run([*base, "--reference", str(tmp_path / "o" / "ewzscore")],
-                       capture_output=True, text=True, env=env, check=False)
+    p = edgewise_here(*base, "--reference", str(tmp_path / "o" / "ewzscore"))
     assert p.returncode == 2 and "--reference needs --bootstrap" in p.stderr
 
 

@@ -179,11 +179,15 @@ def _saved_with_held_alerts(data_dir: Path) -> dict[str, str]:
     p = pl.Pipeline(store, Settings.load(env={}, data_dir=data_dir), detect_async=False)
     t0 = int(time.time()) - 3600
     try:
+        msgs = []
         for i in range(1, 200):
-            for dev in ("pump-1", "pump-2"):
-                v = 1000.0 if i in (150, 151, 152) else float(i % 5)
-                p.ingest(dev, json.dumps({"ts": t0 + i, "seq": i,
-                                          "metrics": {"a": v, "b": 2 * (i % 3)}}).encode())
+            v = 1000.0 if i in (150, 151, 152) else float(i % 5)
+            msg = json.dumps({"ts": t0 + i, "seq": i, "metrics": {"a": v, "b": 2 * (i % 3)}})
+            msgs += [(dev, msg.encode()) for dev in ("pump-1", "pump-2")]
+        for k in range(0, len(msgs), 20):  # ten seconds of both devices a commit (a commit
+            # a message took 11 s)
+            res = p.ingest_many(msgs[k:k + 20], via="http")
+            assert not [r for r in res if isinstance(r, Exception)], res
         p.save_state(data_dir / "detectors.pickle")
         alerts = {a.device_id: a.id for a in store.list_alerts()}
     finally:

@@ -1,24 +1,24 @@
-"""``edgewise export`` and ``edgewise bench edge`` as real subprocesses."""
+"""``edgewise export`` and ``edgewise bench edge`` through the real entry point (in this
+process: :func:`tests.in_process.edgewise_here`); the C they write is built and run."""
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from edgewise.edge.export_c import CFLAGS
-from tests.conftest import REPO
+from tests.in_process import edgewise_here
 
 
 def _cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=cwd)
+    """``edgewise ARGS`` through the real entry point, in this process (what is checked is
+    what it writes, prints and exits with: a new interpreter cost each call a second of
+    imports)."""
+    return edgewise_here(*args, cwd=cwd)
 
 
 def test_export_pickled_trees_to_c_builds_and_predicts(tmp_path, fd001):

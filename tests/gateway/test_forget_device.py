@@ -27,10 +27,13 @@ def test_cli_device_delete_forgets_the_device_in_the_saved_state(tmp_path: Path)
     state = tmp_path / "detectors.pickle"
     store = open_store(settings.store_url)
     p = Pipeline(store, settings, detect_async=False, state_path=state)
-    for i in range(60):
-        for d in ("pump-1", "pump-2"):
-            body = {"ts": 1_700_000_000 + i, "seq": i + 1, "metrics": {"a": i % 5, "b": 1.0}}
-            p.ingest(d, json.dumps(body).encode())
+    msgs = [(d, json.dumps({"ts": 1_700_000_000 + i, "seq": i + 1,
+                            "metrics": {"a": i % 5, "b": 1.0}}).encode())
+            for i in range(60) for d in ("pump-1", "pump-2")]
+    for k in range(0, len(msgs), 20):  # ten seconds of both a commit (a commit a message
+        # took most of this test's time)
+        res = p.ingest_many(msgs[k:k + 20], via="http")
+        assert not [x for x in res if isinstance(x, Exception)], res
     p.close()
     store.close()
     before = pickle.loads(state.read_bytes())

@@ -148,15 +148,19 @@ def test_a_daily_cycle_on_a_trend_is_still_found() -> None:
 def test_intervals_beyond_the_calibration_forecasts_use_every_residual() -> None:
     """An hourly energy counter: every forecast lies above every calibration forecast, where
     a neighbourhood in size held only the few residuals at its edge. Over 12 seeds the 90%
-    interval held the truth 0.67 of the time before, 0.75 now (still short of 0.9: the
-    trees' trend error grows past the calibration tail)."""
+    interval held the truth 0.66 of the time before, 0.81 now (still short of 0.9: the
+    trees' trend error grows past the calibration tail). FAST's trees, but the default
+    calibration origins: with FAST's 8 the forecasts stay inside the calibration ones and
+    the fix is never reached (0.80 either way); the default trees took 5x as long for 0.67
+    before and 0.76 now."""
     n = 24 * 28
+    trees = {k: v for k, v in FAST.items() if k != "calibration_origins"}
     covers = []
     for seed in range(12):
         rng = np.random.default_rng(seed)
         y = np.cumsum(rng.uniform(0.5, 1.5, n + 24)).round()
-        out = Forecaster(horizon=24, random_state=seed).fit(np.arange(n) * HOUR,
-                                                            y[:n]).predict()
+        out = Forecaster(horizon=24, random_state=seed, **trees).fit(np.arange(n) * HOUR,
+                                                                     y[:n]).predict()
         truth = y[n:]
         covers.append(np.mean((truth >= out["low"]) & (truth <= out["high"])))
     assert np.mean(covers) >= 0.72, np.round(covers, 2)

@@ -13,7 +13,7 @@ import pytest
 
 from edgewise.errors import InvalidParameterError
 from edgewise.models.rul import RULModel
-from tests.models.test_cli_rul import edgewise
+from tests.in_process import edgewise_here as edgewise  # in this process
 from tests.models.test_rul import fleet
 
 

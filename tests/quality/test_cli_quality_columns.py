@@ -5,22 +5,21 @@ plots/`` reads the file detect reads."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.in_process import edgewise_here
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, "-m", "edgewise", "quality", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    """``edgewise quality ARGS`` through the real entry point, in this process (what is
+    checked is what it reads and prints, not the process: a new interpreter cost each call
+    a second or two of imports)."""
+    return edgewise_here("quality", *args)
 
 
 def _readings(path: Path, time_name: str = "timestamp") -> Path:
