@@ -108,6 +108,42 @@ def check_threshold(threshold: float | None) -> None:
         )
 
 
+#: Weight of each new reading in :func:`_top_columns`' running mean and variance per column.
+_TIE_ALPHA = 0.01
+
+
+def _top_columns(X: np.ndarray, per_col: np.ndarray) -> np.ndarray:
+    """Per row, the index of the column that scored highest among those read (``X`` not
+    NaN); where several tie (scores clip at 1.0: a column 15 sd off and one 10,000 sd off
+    both score 1), the one whose reading lies farthest from its own readings before it, in
+    their standard deviations (an exponentially weighted mean and variance, weight
+    :data:`_TIE_ALPHA`, of the earlier rows only: no look-ahead), so the blame does not
+    follow the order of the columns.
+
+    >>> X = np.array([[0.0, 0.0], [1.0, 10.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0],
+    ...               [5.0, 100.0]])
+    >>> per_col = np.array([[0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [1.0, 1.0]])
+    >>> int(_top_columns(X, per_col)[-1]), int(_top_columns(X[:, ::-1], per_col)[-1])
+    (1, 0)
+    """
+    read = np.where(np.isnan(X), -np.inf, per_col)
+    best = read.argmax(axis=1)
+    tied = (read >= read.max(axis=1, keepdims=True) - 1e-12) & ~np.isnan(X)
+    rows = np.flatnonzero(tied.sum(axis=1) > 1)
+    if not len(rows):
+        return best
+    frame = pd.DataFrame(X)
+    ew = frame.ewm(alpha=_TIE_ALPHA, ignore_na=True)
+    mean, sd = ew.mean().shift(1).to_numpy(), ew.std().shift(1).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.abs(X - mean) / sd
+    # no spread yet (one earlier reading, or a flat column): any move is farthest; none, 0
+    far = np.where(np.isnan(far), 0.0, far)
+    far = np.where(tied, far, -1.0)
+    best[rows] = far[rows].argmax(axis=1)
+    return best
+
+
 @dataclass
 class DetectResult:
     """The input rows with ``anomaly_score``, ``is_anomaly`` and ``top_column`` added
@@ -364,7 +400,7 @@ def detect_table(
     if not multivariate:
         scores = per_col.max(axis=1)
         # the column with the highest score among those read; none where the row scores 0
-        best = np.where(np.isnan(X), -np.inf, per_col).argmax(axis=1)
+        best = _top_columns(X, per_col)
         top = np.array([columns[j] for j in best], dtype=object)
         top[np.isnan(X).all(axis=1) | (np.round(scores, 6) <= 0)] = ""
         warm = min(_warmup_rows(d, ~np.isnan(X[:, j]), per_col[:, j]) for j, d in enumerate(dets))
