@@ -583,6 +583,44 @@ class BehaviourGroups:
         beat = [k for k in tried if margin[k] > max(chance, 0.0)]
         return max(beat, key=lambda k: (self.silhouette_[k], -k)) if beat else 1
 
+    def _set_apart(self, Z: np.ndarray, seed: int, apart: np.ndarray | None = None
+                   ) -> np.ndarray:
+        """Labels of ``Z`` (NaN where a feature is unknown) clustered into the number of
+        groups :meth:`_choose` picks; a cluster of fewer than ``min_group_size`` devices at
+        that number (a device far from all the others took one) is set apart, its devices
+        odd ones out, and the number is chosen again on the devices left, until no cluster
+        is that small: one absurd device (readings at 1e150 times the fleet's) no longer
+        makes "it and the rest" the best grouping and the rest one group.
+        ``silhouette_`` and ``null_silhouette_`` are those of the last choice. Devices
+        ``apart`` (a mask) are set apart from the start.
+
+        >>> X = np.array([[0.0], [0.1], [0.2], [20.0], [20.1], [20.2], [1e3]])
+        >>> model = BehaviourGroups()
+        >>> model.weights_ = np.ones(1)
+        >>> model._set_apart(X, 0).tolist()
+        [1, 1, 1, 0, 0, 0, 7]
+        """
+        filled = np.nan_to_num(Z)
+        labels = np.zeros(len(Z), dtype=int)
+        apart = np.zeros(len(Z), dtype=bool) if apart is None else apart
+        rest = np.flatnonzero(~apart)
+        # the clusters set apart get ids from len(Z) up, never a group's
+        labels[apart] = len(Z) + np.arange(int(apart.sum()))
+        out = len(Z) + int(apart.sum())
+        while True:
+            found = self._cluster(filled[rest], self._choose(Z[rest], seed), seed)
+            ids, sizes = np.unique(found, return_counts=True)
+            small = ids[sizes < self.min_group_size]
+            keep = ~np.isin(found, small)
+            if not len(small) or keep.sum() < self.min_group_size:
+                labels[rest] = found
+                return labels
+            for g in small:
+                labels[rest[found == g]] = out
+                out += 1
+            labels[rest[keep]] = found[keep]
+            rest = rest[keep]
+
     # -- public API -----------------------------------------------------------------------
     def fit(self, X: Mapping[str, pd.DataFrame], y: None = None) -> BehaviourGroups:
         """Profile every device in ``X`` and group them."""
@@ -652,19 +690,33 @@ class BehaviourGroups:
         # where groups are found, against the fleet's own scatter (groups not known yet)
         ratio = self._noise_ratio(self.devices_, self.few_readings_,
                                   _robust_scatter(self._unweighted(raw)))
-        self.weights_ = np.ones(len(self.feature_names_))
-        self.weights_ = self._reliability(hist, ratio)
-        self.odd_weights_ = _odd_weights(self._unweighted(raw), self.weights_)
-        Z = self._scaled(raw)
-        found = self._shrunk(Z, ratio, self.weights_)
-        filled = np.nan_to_num(found)  # the clustering needs every feature: unknown at the median
         seed = int(self.random_state)
-        k = self.n_groups if self.n_groups is not None else self._choose(found, seed)
-        if self.n_groups is not None:
-            self.silhouette_, self.null_silhouette_ = {}, {}
-        labels = self._cluster(filled, k, seed)
-        if self.n_groups is not None:
-            labels = self._honoured(filled, labels, k, seed)
+        counted = np.ones(n, dtype=bool)  # the devices reliability is measured on
+        while True:
+            self.weights_ = np.ones(len(self.feature_names_))
+            self.weights_ = self._reliability(
+                {d: hist[d] for d, c in zip(self.devices_, counted, strict=True) if c},
+                ratio[counted])
+            if counted.all():  # a device set apart still counts where odd ones are found:
+                # one shaky pump alone makes its vibration's level reliable, and odd
+                self.odd_weights_ = _odd_weights(self._unweighted(raw), self.weights_)
+            Z = self._scaled(raw)
+            found = self._shrunk(Z, ratio, self.weights_)
+            filled = np.nan_to_num(found)  # clustering needs every feature: unknown at median
+            if self.n_groups is not None:
+                self.silhouette_, self.null_silhouette_ = {}, {}
+                labels = self._honoured(filled, self._cluster(filled, self.n_groups, seed),
+                                        self.n_groups, seed)
+                break
+            labels = self._set_apart(found, seed, None if counted.all() else ~counted)
+            # a device set apart (one absurd device) is left out of the reliability the
+            # groups are found with, where alone it made every feature it is extreme in
+            # look reliable (the spread of a noisy metric weighed fully), and the groups
+            # are chosen again among the others: once
+            apart = labels >= n
+            if not apart.any() or not counted.all():
+                break
+            counted = ~apart
         self._fit_groups(Z, self._odd_scaled(raw), labels)
         self.n_features_in_ = len(self.metrics_)
         return self

@@ -699,6 +699,11 @@ class Forecaster:
             if acf >= _MIN_ACF and (acf >= dip + _MIN_DIP or _acf(
                     filled - trend.to_numpy(), period) >= _MIN_ACF):
                 found.append((-round(acf, 2), int(period)))
+        day, week = _NS_PER_DAY // self.step_ns_, 7 * _NS_PER_DAY // self.step_ns_
+        if {day, week} <= {p for _, p in found} and not _beyond_daily(filled, day, week):
+            # a daily cycle repeats a week later too: the weekly lag is a season of its
+            # own only where the week shows more than the day does
+            found = [(a, p) for a, p in found if p != week]
         return [p for _, p in sorted(found)]  # strongest first; the shorter on a tie
 
     # -- public API ---------------------------------------------------------------------------
@@ -1016,6 +1021,28 @@ def load_forecaster(path: str | Path) -> Forecaster:
     if not isinstance(model, Forecaster) or not hasattr(model, "trees_"):
         raise ForecastFileError(f"File {str(path)!r} does not hold a fitted Forecaster.")
     return model
+
+
+def _beyond_daily(y: np.ndarray, day: int, week: int) -> bool:
+    """Whether ``y`` (NaN where unknown) has a weekly cycle beyond its daily one: with the
+    moving average over a week and the mean daily profile (each step of the day's mean)
+    taken out, what is left is still alike a week later (autocorrelation at least
+    ``_MIN_ACF``). A daily cycle alone is alike a week later as it is a day later, and
+    leaves nothing weekly once its profile is out: hourly readings with the same day
+    every day are fitted with the daily season alone, their weekdays and weekends apart
+    with both.
+
+    >>> t = np.arange(24 * 35)
+    >>> rng = np.random.default_rng(0)
+    >>> daily = np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.3, len(t))
+    >>> weekend = np.where((t // 24) % 7 >= 5, -2.0, 0.0)
+    >>> _beyond_daily(daily, 24, 168), _beyond_daily(daily + weekend, 24, 168)
+    (False, True)
+    """
+    rest = y - pd.Series(y).rolling(week, center=True, min_periods=week).mean().to_numpy()
+    phase = np.arange(len(y)) % day
+    profile = pd.Series(rest).groupby(phase).transform("mean").to_numpy()
+    return _acf(rest - profile, week) >= _MIN_ACF
 
 
 def _acf(y: np.ndarray, lag: int) -> float:
