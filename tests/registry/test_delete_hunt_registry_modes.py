@@ -6,25 +6,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from edgewise.registry import Registry
-
-
-def _mode(p: Path) -> int:
-    return stat.S_IMODE(p.stat().st_mode)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The umask of a shell that runs the CLI (not the gateway's 077)."""
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+from tests.registry.conftest import file_mode as _mode
 
 
 def test_a_new_registry_is_private(tmp_path: Path, umask_022: None) -> None:

@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgewise.registry import KEY_FILE, Registry
-
-
-def _mode(p: Path) -> int:
-    return stat.S_IMODE(p.stat().st_mode)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The umask of a shell that restores a backup (not the gateway's 077)."""
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
+from tests.registry.conftest import file_mode as _mode
 
 
 def _issued(data: Path) -> Path:
