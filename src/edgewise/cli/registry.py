@@ -50,8 +50,10 @@ def model_format(model_file: Path, given: str = "") -> str:
     if what not in _FORMATS:
         source = (f"--format {given!r}" if given else
                   f"the suffix {model_file.suffix!r} of {str(model_file)!r}")
+        # a --format that is wrong is to be corrected, not given (again)
+        fix = "give --format one of them" if given else "pass --format"
         raise ValueError(f"Model format from {source} is not one of {_ALLOWED} "
-                         "(.pkl and .pickle mean pickle); pass --format.")
+                         f"(.pkl and .pickle mean pickle); {fix}.")
     return _FORMATS[what]
 
 
