@@ -700,7 +700,13 @@ def _serve(fleet: LocalFleet, *, resume: bool, rounds: int, bounds: str,
            timeout: float) -> None:
     """``federate server`` once its folder is locked (:meth:`LocalFleet.lock`): the
     checkpoint of ``--resume`` checked (or an earlier one removed), then the run."""
+    from edgewise.federated.deploy import check_port_free
+
     clients = fleet.clients
+    try:  # a held --port is named before anything starts or is printed as started
+        check_port_free(host, port)
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
     checkpoint = fleet.workdir / "out" / "checkpoint.npz"
     if not resume:  # a fresh run: neither the model nor the privacy spent carries over
         from edgewise.federated.server_app import rule_path, run_ledger_path
