@@ -205,7 +205,8 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
 def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
     """Refuse, in one line before anything starts, what would otherwise end the start in a
     traceback from uvicorn or amqtt: a ``--detector`` that is no one-metric level detector
-    (or cannot be built here), TLS files that are missing or no certificate and key,
+    (or cannot be built here), TLS files that are missing or no certificate and key (DER,
+    a key with a passphrase, not the pair, a certificate out of its validity period),
     one port for both listeners, a port in use, a host that does not resolve, an audit
     syslog CA file that is no PEM CA certificate; and a ``--mqtt`` URL that is none (no
     ``mqtt://HOST``, a port out of range), before the data dir, store, keys and the first
@@ -221,15 +222,13 @@ def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
     from edgewise.gateway.pipeline import per_metric_factory
 
     per_metric_factory(s.detector)  # an unknown or unbuildable --detector, before the ports
-    if s.tls_cert:
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                s.tls_cert, s.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"--tls-cert {s.tls_cert!r} / --tls-key {s.tls_key!r} cannot be loaded as a "
-                f"PEM certificate and its private key: {getattr(exc, 'strerror', None) or exc}"
-                ) from None
+    if s.tls_cert:  # unreadable, DER, a passphrase, not a pair, expired: one line
+        from edgewise.security.certs import expiry_warning, server_files_error
+
+        if (why := server_files_error(s.tls_cert, s.tls_key)) is not None:
+            raise ConfigError(why)
+        if (soon := expiry_warning(s.tls_cert)) is not None:
+            typer.echo(f"warning: {soon}", err=True)
     if s.audit_syslog_ca_file:
         try:
             ssl.create_default_context(cafile=s.audit_syslog_ca_file)

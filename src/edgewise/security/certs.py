@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IPAddress", "accepts_host", "cert_names", "describe_names", "tls_verify_error"]
+__all__ = ["IPAddress", "accepts_host", "cert_names", "describe_names", "expiry_warning",
+           "server_files_error", "tls_verify_error"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -163,3 +164,109 @@ def accepts_host(cert: Any, host: str) -> bool:
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.load_verify_locations(cadata=pem.decode("ascii"))
     return _handshake_error(server, client, host.strip("[]")) is None
+
+
+class _Encrypted(Exception):
+    """Raised from the password callback: the key asks for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted  # never OpenSSL's own prompt on the terminal
+
+
+def _read(option: str, path: str | Path) -> tuple[bytes | None, str | None]:
+    try:
+        return Path(path).read_bytes(), None
+    except OSError as exc:
+        return None, f"{option} {str(path)!r} cannot be read: {exc.strerror or exc}"
+
+
+def server_files_error(cert_file: str | Path, key_file: str | Path, *,
+                       now: datetime.datetime | None = None, cert_option: str = "--tls-cert",
+                       key_option: str = "--tls-key") -> str | None:
+    """Why a TLS server cannot serve ``cert_file`` (PEM: the certificate, optionally
+    followed by its intermediates) with ``key_file`` (its unencrypted PEM private key;
+    the same file as ``cert_file`` is fine), as one message naming the option, the file
+    and what would be right; ``None`` when it can. Refused: a file that cannot be read,
+    one in DER or no PEM at all, a key with a passphrase (OpenSSL would prompt for it on
+    the terminal, once per listener), a key that is not the certificate's, and a
+    certificate outside its validity period at ``now`` (every client that checks it would
+    refuse every handshake)."""
+    import ssl
+
+    from cryptography import x509
+
+    head = (f"{cert_option} {str(cert_file)!r} / {key_option} {str(key_file)!r} cannot be "
+            "loaded as a PEM certificate and its private key")
+    cert_data, error = _read(cert_option, cert_file)
+    if cert_data is None:
+        return error
+    key_data, error = _read(key_option, key_file)
+    if key_data is None:
+        return error
+    if b"-----BEGIN CERTIFICATE-----" not in cert_data:
+        try:
+            x509.load_der_x509_certificate(cert_data)
+        except ValueError:
+            what = "holds no PEM certificate"
+        else:
+            what = ("is a DER (binary) certificate; convert it with `openssl x509 -inform DER "
+                    f"-in {cert_file} -out cert.pem`")
+        return (f"{head}: {cert_option} {str(cert_file)!r} {what} (PEM begins "
+                "'-----BEGIN CERTIFICATE-----')")
+    if b"PRIVATE KEY-----" not in key_data:
+        return (f"{head}: {key_option} {str(key_file)!r} holds no PEM private key (PEM begins "
+                "'-----BEGIN PRIVATE KEY-----'; a DER key converts with `openssl pkey -inform "
+                f"DER -in {key_file} -out key.pem`)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file), password=_no_passphrase)
+    except _Encrypted:
+        return (f"{head}: {key_option} {str(key_file)!r} is encrypted with a passphrase, which "
+                "the gateway cannot be given; decrypt it (`openssl pkey -in "
+                f"{key_file} -out key.pem`, kept owner-only) and pass that file")
+    except ssl.SSLError as exc:
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            return (f"{head}: {key_option} {str(key_file)!r} is not the private key of the "
+                    f"first certificate in {cert_option} {str(cert_file)!r}; pass the key it "
+                    "was made for, and put the server's own certificate first in the file")
+        return f"{head}: {exc}"
+    except OSError as exc:
+        return f"{head}: {exc.strerror or exc}"
+    try:
+        leaf = x509.load_pem_x509_certificates(cert_data)[0]
+    except (ValueError, IndexError):  # OpenSSL took it; a stricter reading is not ours
+        return None
+    now = now or datetime.datetime.now(datetime.UTC)
+    if now > leaf.not_valid_after_utc:
+        when = f"expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    elif now < leaf.not_valid_before_utc:
+        when = f"is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+    else:
+        return None
+    return (f"{cert_option} {str(cert_file)!r} {when}: every client that checks it would "
+            "refuse every connection; pass a certificate valid now.")
+
+
+def expiry_warning(cert_file: str | Path, *, now: datetime.datetime | None = None,
+                   within: datetime.timedelta = datetime.timedelta(days=14),
+                   cert_option: str = "--tls-cert") -> str | None:
+    """A warning when the first certificate in the PEM ``cert_file`` expires within
+    ``within`` of ``now`` and within the last third of its lifetime (when ACME clients
+    renew: a 6-day certificate has 2 days left at most, not always); ``None`` otherwise
+    (or when it cannot be read: that is :func:`server_files_error`'s to say)."""
+    from cryptography import x509
+
+    try:
+        leaf = x509.load_pem_x509_certificates(Path(cert_file).read_bytes())[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    now = now or datetime.datetime.now(datetime.UTC)
+    left = leaf.not_valid_after_utc - now
+    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    if not datetime.timedelta(0) <= left <= min(within, lifetime / 3):
+        return None
+    return (f"{cert_option} {str(cert_file)!r} expires on "
+            f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (in {left.days} days, "
+            f"{left.seconds // 3600} hours); renew it and restart, else clients refuse "
+            "every connection from then on")
