@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 
 __all__ = ["feature_kind", "feature_metric", "pair_metrics", "rounded", "short_number",
-           "trait_text"]
+           "short_pair", "trait_text"]
 
 
 def feature_kind(feature: str) -> str:
@@ -49,23 +49,43 @@ def rounded(v: float) -> float | None:
     return None if not math.isfinite(v) else float(f"{v:.4g}")
 
 
-def short_number(v: float) -> str:
-    """A value short, as a person reads it: 3 significant digits, big ones with a unit
-    prefix.
+def short_number(v: float, digits: int = 3) -> str:
+    """A value short, as a person reads it: ``digits`` significant digits (3), big ones
+    with a unit prefix.
 
     >>> short_number(2012345.0), short_number(12345.0), short_number(2330.4)
     ('2.01M', '12.3k', '2330')
     >>> short_number(0.01234), short_number(float("nan")), short_number(-9.6e305)
     ('0.0123', 'n/a', '-9.6e+305')
+    >>> short_number(553.6, 4), short_number(1402.25, 6)
+    ('553.6', '1402.25')
     """
     if not math.isfinite(v):
         return "n/a"
     if abs(v) >= 1e12:  # past the prefixes: an exponent, never one before a prefix
-        return f"{v:.3g}"
+        return f"{v:.{digits}g}"
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
         if abs(v) >= div:
-            return f"{v / (div if suffix != 'k' else 1e3):.3g}{suffix}"
-    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+            return f"{v / (div if suffix != 'k' else 1e3):.{digits}g}{suffix}"
+    if abs(v) >= 1000:
+        return f"{v:.0f}" if digits <= 4 else f"{v:.{digits}g}"
+    return f"{v:.{digits}g}"
+
+
+def short_pair(value: float, typical: float) -> tuple[str, str]:
+    """``value`` and ``typical`` short (:func:`short_number`), with as many more digits
+    (up to 7) as it takes to write two different values differently: a group "higher"
+    than its fleet never reads "554 vs fleet 554".
+
+    >>> short_pair(60.4, 48.7), short_pair(553.97, 553.6), short_pair(5.0, 5.0)
+    (('60.4', '48.7'), ('554', '553.6'), ('5', '5'))
+    """
+    a, b = short_number(value), short_number(typical)
+    digits = 3
+    while a == b and value != typical and digits < 7:
+        digits += 1
+        a, b = short_number(value, digits), short_number(typical, digits)
+    return a, b
 
 
 def _hour(h: float) -> str:
@@ -84,7 +104,8 @@ def trait_text(feature: str, value: float, typical: float, more: bool, than: str
     'flow and rpm move together less: correlation 0.2 vs group 1 0.9'
     """
     kind, m = feature_kind(feature), feature_metric(feature)
-    vs = f"{short_number(value)} vs {than} {short_number(typical)}"
+    shown, usual = short_pair(value, typical)
+    vs = f"{shown} vs {than} {usual}"
     if kind == "level":
         if "temp" in m.lower():
             return f"{'runs hotter' if more else 'runs cooler'}: {m} median {vs}"
@@ -96,13 +117,13 @@ def trait_text(feature: str, value: float, typical: float, more: bool, than: str
         return f"{m} varies {'more' if more else 'less'}: interquartile range {vs}"
     if kind == "trend":
         return (f"{m} {'rises' if value > typical else 'falls'} over time: "
-                f"{short_number(value)}/day vs {than} {short_number(typical)}/day")
+                f"{shown}/day vs {than} {usual}/day")
     if kind == "acf1":
         return (f"{m} {'smoother' if more else 'more erratic'} from step to step: lag-1 "
                 f"autocorrelation {vs}")
     if kind == "daily":
         return (f"{'stronger' if more else 'weaker'} daily cycle in {m}: "
-                f"{short_number(value)} of its variance vs {than} {short_number(typical)}")
+                f"{shown} of its variance vs {than} {usual}")
     if kind in ("daily_cos", "daily_sin"):
         return f"daily peak of {m} near {_hour(value)} UTC vs {than} {_hour(typical)}"
     a, b = pair_metrics(m, metrics)

@@ -26,8 +26,8 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    season (``season_ == 1``). A season found that the history is too short to use (its
    features reach two cycles back, before the horizon, the held-out tail and 20 training
    rows) is left out, the longest first: at three weeks of hourly readings the weekly cycle
-   becomes testable, and a history that long is fitted with the daily one alone rather
-   than refused where a shorter one was accepted.
+   becomes testable, and a history that long forecast more than 49 steps ahead is fitted
+   with the daily one alone rather than refused where a shorter one was accepted.
 3. **Direct multi-horizon boosted trees.** One scikit-learn
    :class:`~sklearn.ensemble.HistGradientBoostingRegressor` for every horizon: each
    training row is a (forecast origin, steps ahead) pair, its features the recent values,
