@@ -33,11 +33,11 @@ def max_devices() -> int | None:
 
 def too_many_devices(devices: int, option: str = "--devices", what: str = "simulated device",
                      ) -> str | None:
-    """Why ``devices`` simulated clients cannot run in this process (more than
-    :func:`max_devices`: past it a run dies half-way with "Too many open files"), as one line
-    naming ``option``; ``None`` when they fit."""
+    """Why ``devices`` simulated clients cannot run in this process (fewer than 1, or more
+    than :func:`max_devices`: past it a run dies half-way with "Too many open files"), as
+    one line naming ``option`` and the range this process allows; ``None`` when they fit."""
     top = max_devices()
-    if top is None or devices <= top:
+    if top is None or 1 <= devices <= top:
         return None
     import resource
 
@@ -114,9 +114,9 @@ def ingest(
 
     from edgewise.bench.ingest import check_ingest_options, run_ingest_bench
 
+    check_devices(devices)  # first: its line names the upper bound too, not "[1, inf)"
     check_ingest_options(devices, seconds, window, mosquitto=mosquitto or None,
                          consumer=consumer, detect_wait_s=detect_wait)
-    check_devices(devices)
     if mosquitto:
         check_mosquitto(mosquitto)
     say = (lambda s: None) if json_out else (lambda s: typer.echo(s, err=True))
