@@ -16,8 +16,10 @@ from edgewise.federated.privacy import NOT_COVERED, PrivacyReport
 
 @pytest.fixture
 def no_run(monkeypatch: pytest.MonkeyPatch) -> list[deploy.LocalFleet]:
-    """`federate server` up to the fleet it would start, which is kept, not started."""
+    """`federate server` up to the fleet it would start, which is kept, not started (nor its
+    port checked: tests/federated/test_cli_port_held.py checks that)."""
     fleets: list[deploy.LocalFleet] = []
+    monkeypatch.setattr(deploy, "check_port_free", lambda *_a: None)
     monkeypatch.setattr(federate, "_run_fleet", lambda fleet, *_a, **_k: fleets.append(fleet))
     monkeypatch.setattr(federate, "_print_result", lambda *_a: None)
     return fleets

@@ -44,6 +44,10 @@ HELP: dict[str, tuple[str, str]] = {
                     "connections not yet logged in, per_device: over its connection cap, "
                     "qos2_backlog: over 64 QoS 2 messages or 8 MiB waiting for PUBREL, "
                     "slow_packet: a packet body not sent in time).")),
+    "edgewise_http_connections_closed_total": (
+        "counter", ("HTTP connections closed by the gateway, by reason (idle: no request "
+                    "under way for 10 s, per_source, total: over the caps on open HTTP "
+                    "connections).")),
     "edgewise_mqtt_deliveries_dropped_total": (
         "counter", ("Acks and dead letters not sent to an MQTT connection whose outbox was "
                     "full, by reason (outbox_full).")),

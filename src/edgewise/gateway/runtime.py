@@ -361,6 +361,14 @@ class Gateway:
         # a request still in flight when the gateway stops (an upload stalled half sent)
         # is cancelled after http_shutdown_timeout_s: uvicorn's default waits for it for
         # ever, and the stop, the MQTT broker's and the detector state's saving with it
+        # an HTTP connection no peer can hoard: capped in number (per address and in all)
+        # and closed when no request is under way for 10 s (uvicorn kept an idle one open
+        # for ever: 1,100 of them took every file descriptor; edgewise.gateway.http_guard)
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        from edgewise.gateway.http_guard import guarded_http_protocol
+
+        kw["http"] = guarded_http_protocol(AutoHTTPProtocol, count=self.pipeline.metrics.inc)
         config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
                                 lifespan="off",
                                 timeout_graceful_shutdown=s.http_shutdown_timeout_s, **kw)
