@@ -45,7 +45,8 @@ def test_bench_ingest_refuses_zero_devices_naming_the_range_this_process_allows(
     open-file limit caps it; '[1, inf)' was named before, session 45)."""
     res = _invoke("bench", "ingest", "--seconds", "0.3", "--devices", "0")
     assert res.exit_code == 2 and res.stderr.startswith("error: --devices"), res.stderr
-    assert re.search(r"must be an int in \[1, \d+\]", res.stderr) and "Got 0." in res.stderr, res.stderr
+    assert re.search(r"must be an int in \[1, \d+\]", res.stderr), res.stderr
+    assert "Got 0." in res.stderr, res.stderr
 
 
 def test_half_load_is_refused_when_the_max_run_acked_nothing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
