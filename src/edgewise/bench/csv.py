@@ -128,8 +128,11 @@ def _top_columns(X: np.ndarray, per_col: np.ndarray) -> np.ndarray:
     """
     read = np.where(np.isnan(X), -np.inf, per_col)
     best = read.argmax(axis=1)
-    tied = (read >= read.max(axis=1, keepdims=True) - 1e-12) & ~np.isnan(X)
-    rows = np.flatnonzero(tied.sum(axis=1) > 1)
+    high = read.max(axis=1)
+    tied = (read >= high[:, None] - 1e-12) & ~np.isnan(X)
+    # rows scoring 0 name no column (the caller blanks them): no tie of theirs to break,
+    # and the running means are worked out only where a tie at a score above 0 needs them
+    rows = np.flatnonzero((tied.sum(axis=1) > 1) & (high > 0))
     if not len(rows):
         return best
     frame = pd.DataFrame(X)
