@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from edgewise.bench._machine import machine, machine_fields
+from edgewise.bench.nab import read_nab_csv, read_nab_json
 from edgewise.bench.nab_scorer import load_profiles, load_windows
-from edgewise.errors import ConfigError, InvalidParameterError
+from edgewise.errors import InvalidParameterError
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.strategies import Pool, make_strategy
 from edgewise.label.windows import WindowSet, windows_from_series
@@ -211,54 +212,6 @@ def event_f1(pred: np.ndarray, y: np.ndarray, event: np.ndarray, device: np.ndar
     return 2 * prec * rec / (prec + rec)
 
 
-def _nab_file(path: Path, what: str) -> ConfigError:
-    """The error for a NAB root's file that cannot be read: its path and what it should be."""
-    return ConfigError(f"NAB root file {str(path)!r} {what}; a NAB root holds "
-                       "labels/combined_windows.json, config/profiles.json and each labelled "
-                       "data/<category>/<file>.csv with 'timestamp' and 'value' columns.")
-
-
-def _read_nab_json(path: Path, read: Callable[[Path], object]) -> object:
-    """``read(path)`` of a NAB root's JSON file, a :class:`ConfigError` naming it if it fails."""
-    try:
-        return read(path)
-    except FileNotFoundError:
-        raise _nab_file(path, "is missing (no such file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _nab_file(path, f"cannot be read ({exc})") from None
-    except ValueError as exc:  # JSONDecodeError, and a time that is not one
-        raise _nab_file(path, f"is not NAB's JSON ({exc})") from None
-    except (TypeError, AttributeError) as exc:  # JSON of another shape
-        raise _nab_file(path, f"is not NAB's JSON layout ({exc})") from None
-
-
-def _read_nab_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Record times (datetime64[ns]) and values of one NAB data file, a
-    :class:`ConfigError` naming the file where it has no such columns or cannot be read."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path)
-    except FileNotFoundError:
-        raise _nab_file(path, "is missing (no such file), though "
-                        "labels/combined_windows.json names it") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' ParserError among them
-        raise _nab_file(path, f"cannot be read as CSV ({exc})") from None
-    lacking = [c for c in ("timestamp", "value") if c not in df.columns]
-    if lacking:
-        raise _nab_file(path, f"has no {' or '.join(map(repr, lacking))} column (its columns: "
-                        f"{', '.join(map(repr, map(str, df.columns)))})")
-    if len(df) == 0:
-        raise _nab_file(path, "holds no readings (a header only)")
-    try:
-        stamps = pd.to_datetime(df["timestamp"]).to_numpy().astype("datetime64[ns]")
-        values = df["value"].to_numpy(float)
-    except (ValueError, TypeError) as exc:
-        raise _nab_file(path, f"has a 'timestamp' that is not a time or a 'value' that is "
-                        f"not a number ({exc})") from None
-    return stamps, values
-
-
 def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
     """The NAB corpus at ``root`` (``data/`` and ``labels/combined_windows.json``).
 
@@ -267,15 +220,15 @@ def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
     """
     import pandas as pd
 
-    windows = _read_nab_json(root / "labels" / "combined_windows.json", load_windows)
+    windows = read_nab_json(root / "labels" / "combined_windows.json", load_windows)
     assert isinstance(windows, dict)
     names = sorted(windows) if files is None else list(files)
-    profiles = _read_nab_json(root / "config" / "profiles.json", load_profiles)
+    profiles = read_nab_json(root / "config" / "profiles.json", load_profiles)
     assert isinstance(profiles, dict)
     parts, ys, evs = [], [], []
     stamps: dict[str, np.ndarray] = {}
     for name in names:
-        stamps[name], values = _read_nab_csv(root / "data" / name)
+        stamps[name], values = read_nab_csv(root / "data" / name)
         ts = stamps[name].astype(np.int64)
         ws = windows_from_series(values, ts, name, length=max(10, len(values) // 100))
         y = np.zeros(len(ws), bool)

@@ -276,9 +276,7 @@ def tune_on_half(
     """
     import inspect
 
-    import pandas as pd
-
-    from edgewise.bench.nab import data_files
+    from edgewise.bench.nab import data_files, read_nab_csv, read_nab_json
     from edgewise.bench.nab_scorer import load_profiles, load_windows
     from edgewise.detect import DETECTORS
     from edgewise.errors import InvalidParameterError
@@ -288,16 +286,16 @@ def tune_on_half(
     if detector not in DETECTORS:
         raise KeyError(f"Unknown detector {detector!r}. Choose one of: {sorted(DETECTORS)}.")
     root = Path(data_dir)
-    windows = load_windows(root / "labels" / "combined_windows.json")
-    profiles = load_profiles(root / "config" / "profiles.json")
+    windows = read_nab_json(root / "labels" / "combined_windows.json", load_windows)
+    profiles = read_nab_json(root / "config" / "profiles.json", load_profiles)
+    assert isinstance(windows, dict) and isinstance(profiles, dict)
     names = data_files(root)
     values: dict[str, np.ndarray] = {}
     sweeps: dict[str, FileSweep] = {}
     for rel in names:
-        df = pd.read_csv(root / "data" / rel)
-        values[rel] = df["value"].to_numpy(dtype=float)[:, None]
-        sweeps[rel] = sweep_file(pd.to_datetime(df["timestamp"]).to_numpy("datetime64[ns]"),
-                                 windows.get(rel, []))
+        stamps, read = read_nab_csv(root / "data" / rel)
+        values[rel] = read[:, None]
+        sweeps[rel] = sweep_file(stamps, windows.get(rel, []))
     even, odd = split_halves(names)
     part = {"tuned": even if half == "even" else odd, "other": odd if half == "even" else even,
             "all": names}

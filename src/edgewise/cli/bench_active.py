@@ -52,7 +52,6 @@ def bench_active(
 
     from edgewise.bench._machine import command_line
     from edgewise.bench.active import (
-        _read_nab_json,
         comparison_lines,
         load_nab,
         pump_fleet,
@@ -60,6 +59,7 @@ def bench_active(
         sim_pump_fleet,
         to_markdown,
     )
+    from edgewise.bench.nab import read_nab_json
     from edgewise.bench.nab_scorer import load_windows
     from edgewise.label.strategies import STRATEGIES
 
@@ -88,7 +88,7 @@ def bench_active(
             assert root is not None
             files = None
             if nab_files:
-                windows = _read_nab_json(root / "labels" / "combined_windows.json",
+                windows = read_nab_json(root / "labels" / "combined_windows.json",
                                          load_windows)
                 assert isinstance(windows, dict)
                 all_files = sorted(windows)
