@@ -21,20 +21,26 @@ the same for HTTP, as a subclass of uvicorn's HTTP protocol
   (``reason="idle"``). A request being read or answered (a slow upload, a long CSV
   stream) is never cut.
 
-A TLS connection is counted once its handshake is done (asyncio holds an unfinished one
-for at most 60 s).
+Over TLS (:func:`guarded_tls_protocol`) a connection is counted from the moment it is
+accepted, and its handshake must be done within ``idle_s``: uvicorn left TLS to asyncio,
+which counted nothing until a handshake was done and held an unfinished one for 60 s, so
+an unauthenticated peer could still hold every descriptor of an HTTPS gateway by opening
+connections and sending nothing (about 20 new ones a second at ``ulimit -n`` 1024).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+import time
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Callable
 from typing import Any
 
 from edgewise.security.credentials import source_key
 from edgewise.transport.broker import MAX_PENDING_PER_SOURCE, default_max_pending
 
-__all__ = ["HTTP_IDLE_S", "guarded_http_protocol"]
+__all__ = ["HTTP_IDLE_S", "guarded_http_protocol", "guarded_tls_protocol"]
 
 #: Seconds an HTTP connection may stay open with no request under way (as the embedded
 #: broker's 10 s for a CONNECT).
@@ -65,22 +71,32 @@ def guarded_http_protocol(
             count("edgewise_http_connections_closed_total", reason=reason)
 
     class Guarded(base):  # type: ignore[misc, valid-type]
-        _ew_open = False
+        _ew_open = False  # admitted and not yet gone
+        _ew_made = False  # uvicorn's connection_made has run (over TLS: handshake done)
         _ew_pending: str | None = None  # its source while no request has begun
         _ew_timer: asyncio.TimerHandle | None = None
         _ew_done: Any = None  # the request answered by the last check
+        _ew_closed = staticmethod(closed)
 
-        def connection_made(self, transport: Any) -> None:
+        def _ew_admit(self, transport: Any) -> bool:
+            """Count a new connection in, or close it at once past a cap."""
             peer = transport.get_extra_info("peername")
             source = source_key(str(peer[0]) if isinstance(peer, tuple) and peer else "")
             if opened[0] >= total or pending_by.get(source, 0) >= per_source:
                 transport.abort()  # nothing read, nothing of uvicorn's state made
                 closed("total" if opened[0] >= total else "per_source")
-                return
+                return False
             opened[0] += 1
             self._ew_open = True
             pending_by[source] = pending_by.get(source, 0) + 1
             self._ew_pending = source
+            return True
+
+        def connection_made(self, transport: Any) -> None:
+            # over TLS it was admitted when accepted, before its handshake
+            if not self._ew_open and not self._ew_admit(transport):
+                return
+            self._ew_made = True
             super().connection_made(transport)
             self._ew_timer = asyncio.get_running_loop().call_later(idle_s, self._ew_check)
 
@@ -99,8 +115,9 @@ def guarded_http_protocol(
             if self._ew_pending is not None and getattr(self, "cycle", None) is not None:
                 self._ew_begun()  # its first request's header is in
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if not self._ew_open:  # refused at connection_made
+        def _ew_release(self) -> None:
+            """Count a connection out (it is gone)."""
+            if not self._ew_open:  # refused when accepted, or already counted out
                 return
             self._ew_open = False
             opened[0] -= 1
@@ -108,6 +125,11 @@ def guarded_http_protocol(
             if self._ew_timer is not None:
                 self._ew_timer.cancel()
                 self._ew_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self._ew_open:  # refused at connection_made
+                return
+            self._ew_release()
             super().connection_lost(exc)
 
         def _ew_check(self) -> None:
@@ -128,3 +150,54 @@ def guarded_http_protocol(
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
+
+
+def guarded_tls_protocol(
+    guarded: Callable[..., asyncio.Protocol], context: ssl.SSLContext, *,
+    idle_s: float = HTTP_IDLE_S,
+) -> Callable[..., asyncio.Protocol]:
+    """A protocol factory for uvicorn (``config.http_protocol_class``) that serves
+    ``guarded`` (a class from :func:`guarded_http_protocol`) over TLS with ``context``:
+    each TCP connection is admitted by the guard's caps as it is accepted, and closed
+    (counted as ``reason="idle"``) when its handshake is not done within ``idle_s`` (the
+    guard's own ``idle_s`` then runs from the handshake's end). Start the server
+    with no ``ssl`` of its own (the factory does the TLS).
+
+    >>> from uvicorn.protocols.http.h11_impl import H11Protocol
+    >>> make = guarded_tls_protocol(guarded_http_protocol(H11Protocol),
+    ...                             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    >>> callable(make)
+    True
+    """
+
+    class GuardedTLS(SSLProtocol):
+        """asyncio's TLS protocol over one guarded HTTP connection."""
+
+        def __init__(self, app: Any) -> None:
+            super().__init__(asyncio.get_running_loop(), app, context, None,
+                             server_side=True, ssl_handshake_timeout=idle_s)
+            self._ew_app = app
+            self._ew_since = 0.0
+
+        def connection_made(self, transport: Any) -> None:
+            if not self._ew_app._ew_admit(transport):
+                return  # closed at once; TLS never started
+            self._ew_since = time.monotonic()
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            app = self._ew_app
+            if not app._ew_open and not app._ew_made:
+                return  # refused when accepted
+            super().connection_lost(exc)
+            if not app._ew_made:  # the handshake never finished: uvicorn never saw it
+                app._ew_release()
+                # asyncio's handshake timeout ends it with ConnectionAbortedError
+                if (isinstance(exc, ConnectionAbortedError)
+                        or time.monotonic() - self._ew_since >= idle_s):
+                    app._ew_closed("idle")
+
+    def make(**kwargs: Any) -> asyncio.Protocol:
+        return GuardedTLS(guarded(**kwargs))
+
+    return make

@@ -366,12 +366,20 @@ class Gateway:
         # for ever: 1,100 of them took every file descriptor; edgewise.gateway.http_guard)
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-        from edgewise.gateway.http_guard import guarded_http_protocol
+        from edgewise.gateway.http_guard import guarded_http_protocol, guarded_tls_protocol
 
         kw["http"] = guarded_http_protocol(AutoHTTPProtocol, count=self.pipeline.metrics.inc)
         config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
                                 lifespan="off",
                                 timeout_graceful_shutdown=s.http_shutdown_timeout_s, **kw)
+        config.load()
+        if config.ssl is not None:
+            # TLS is done by the guard's factory, which counts a connection from its accept
+            # and gives its handshake 10 s: asyncio's counted nothing and held an unfinished
+            # handshake 60 s, so idle TLS sockets could still take every descriptor
+            config.http_protocol_class = guarded_tls_protocol(  # type: ignore[assignment]
+                config.http_protocol_class, config.ssl)
+            config.ssl = None
         self.http_server = uvicorn.Server(config)
         # the process's signals are not the HTTP server's: uvicorn's serve() takes SIGINT and
         # SIGTERM while it runs and puts back, when it stops (early in stop()), the handlers
