@@ -415,18 +415,23 @@ _ALERT_TEXT = ("device_id", "kind", "message", "acked_by", "labelled_by", "note"
 def check_alert_text(fields: Mapping[str, Any], what: str) -> None:
     r"""Raise :class:`StoreError` for a text field of an alert that no backend can store
     alike: a NUL character (PostgreSQL refuses it, DuckDB kept it) or a lone surrogate
-    (no UTF-8 for it): refused up front, the same on both, before anything is written.
+    (no UTF-8 for it), and in its keys (its ``id`` and ``device_id``, which PostgreSQL
+    indexes) more than :data:`~edgewise.store._batch.NAME_MAX_BYTES` bytes of UTF-8:
+    refused up front, the same on both, before anything is written.
 
     >>> check_alert_text({"note": "x\x00y", "score": 1.0}, "Acknowledging alert 'a1'")
     Traceback (most recent call last):
     ...
     edgewise.errors.StoreError: Acknowledging alert 'a1': note must not hold a NUL character ('\x00'). Got 'x\x00y' instead.
     """  # noqa: E501
-    for name in _ALERT_TEXT:
+    for name in ("id", *_ALERT_TEXT):
         value = fields.get(name)
         if isinstance(value, str):
-            # the device id is a key, as in the readings (PostgreSQL indexes it)
-            bad = (_name_problem if name == "device_id" else _text_problem)(name, value)
+            # the alert's id and device id are keys, as in the readings (PostgreSQL indexes
+            # them: an id past some 2,700 bytes failed there with "index row size ...
+            # exceeds btree version 4 maximum 2704", where DuckDB stored it)
+            bad = (_name_problem if name in ("id", "device_id") else _text_problem)(name,
+                                                                                   value)
             if bad:
                 raise StoreError(f"{what}: {bad}")
 
@@ -570,7 +575,7 @@ def insert_alert(alert: Alert, ph: str, *, raised: bool = False) -> tuple[str, l
     transaction) the caller appends to the row.
     """
     _check_alert_fields(alert.status, alert.label)
-    check_alert_text({n: getattr(alert, n) for n in _ALERT_TEXT},
+    check_alert_text({n: getattr(alert, n) for n in ("id", *_ALERT_TEXT)},
                      f"Storing alert for device {alert.device_id!r}")
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
