@@ -342,7 +342,7 @@ class Outbox:
                 "CREATE TABLE IF NOT EXISTS source_files (spec TEXT PRIMARY KEY,"
                 " ident TEXT NOT NULL);"
                 "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
-                " ('bytes', 0), ('source_pos', 1), ('rejected', 0);"
+                " ('bytes', 0), ('source_pos', 1), ('rejected', 0), ('dropped_said', 0);"
             )
             columns = {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
             if "body_bytes" not in columns:  # an older agent's outbox: its bodies are whole
@@ -467,6 +467,20 @@ class Outbox:
         """Messages refused because the buffer or the disk was full (exact)."""
         with self._lock:
             return self._meta("dropped") + self._unsaved_drops
+
+    @property
+    @_heals
+    def dropped_said(self) -> int:
+        """The :attr:`dropped` count last buffered for the gateway (``agent.dropped``)."""
+        with self._lock:
+            return self._meta("dropped_said")
+
+    @_heals
+    def say_dropped(self, total: int) -> None:
+        """Record that the drop count ``total`` was buffered for the gateway."""
+        with self._lock, self._transaction():
+            self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key='dropped_said'",
+                             (total,))
 
     @property
     @_heals
@@ -665,6 +679,19 @@ class Outbox:
         except sqlite3.OperationalError:
             return False
         return not busy
+
+    @_heals
+    def save_position(self, source_pos: int) -> None:
+        """Store ``source_pos`` as where the source resumes, with no message: the rows read
+        after the last one buffered gave no reading (skipped for their time, or empty). A
+        full disk leaves the position where it was (those rows are read again)."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._save_position(source_pos)
+            except sqlite3.OperationalError as exc:
+                if not _is_full(exc):
+                    raise
 
     def _save_position(self, source_pos: int | None) -> None:
         if source_pos is None:
@@ -1063,7 +1090,7 @@ def _salvage_from(aside: str, db: sqlite3.Connection) -> tuple[int, int | None, 
         expected = meta["next_seq"] - 1 - acked
     db.execute("BEGIN IMMEDIATE")
     try:
-        for key in ("dropped", "rejected", "source_pos"):
+        for key in ("dropped", "rejected", "source_pos", "dropped_said"):
             if key in meta:
                 db.execute("UPDATE meta SET value = ? WHERE key = ?", (meta[key], key))
         for table, found in extra.items():
@@ -2139,8 +2166,10 @@ def _finite(v: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def csv_time(cell: str, lineno: int) -> int | None:
-    """The time of a ``csv:PATH`` row (its first cell), in UTC nanoseconds, or None (logged).
+def csv_time(cell: str, lineno: int, cells: _CellLog | None = None) -> int | None:
+    """The time of a ``csv:PATH`` row (its first cell), in UTC nanoseconds, or None (logged;
+    told to ``cells``, the file's ``_CellLog``, where given: said at once for each kind of
+    bad time, then at most once a minute).
 
     RFC 3339 or an epoch number (s, ms, us or ns), by :func:`edgewise.telemetry.parse_time`'s
     rules, from 2000-01-01 (a file of history may be old; earlier is a logger's clock that
@@ -2161,9 +2190,12 @@ def csv_time(cell: str, lineno: int) -> int | None:
     try:
         return parse_time_text(cell, field_name="time", max_future_s=math.inf)
     except PayloadError as exc:
-        log.warning(json.dumps({"event": "bad_input", "line": lineno, "field": "time",
-                                "value": cell[:200], "allowed": exc.allowed,
-                                "detail": "row skipped"}))
+        if cells is not None:
+            cells.row_skipped(cell, lineno, exc)
+        else:
+            log.warning(json.dumps({"event": "bad_input", "line": lineno, "field": "time",
+                                    "value": cell[:200], "allowed": exc.allowed,
+                                    "detail": "row skipped"}))
         return None
 
 
@@ -2233,23 +2265,53 @@ class _CellLog:
     with the count left out since: a logger writing decimal commas (``21,0``) is told at
     start, not hidden, and not said once per row.
 
+    A row skipped for its time (:func:`csv_time`) is said the same way, at once for each
+    kind of bad time (``bad_ts``: no time, or one without a UTC offset; ``ancient_ts``:
+    before 2000), then at most once a minute with the count skipped since: a logger that
+    writes its local time without an offset (``2024-01-31 12:00:00``) logged a warning for
+    every row, one a second for ever.
+
     >>> cells = _CellLog()
     >>> cells.left_out(2, "temp_c", "21,0", 2), cells.left_out(2, "temp_c", "21,1", 3)
     (True, False)
     """
 
     def __init__(self) -> None:
-        self._said: dict[int, tuple[float, int]] = {}  # column: (monotonic time said, since)
+        # a column (int) or ("time", reason): (monotonic time said, count since)
+        self._said: dict[Any, tuple[float, int]] = {}
+
+    def _due(self, key: Any) -> tuple[bool, int | None]:
+        """Whether ``key`` is to be said now (counted if not), and the count since it was
+        said last (None: never said)."""
+        now = time.monotonic()
+        said = self._said.get(key)
+        if said is not None and now - said[0] < _DROP_LOG_EVERY_S:
+            self._said[key] = (said[0], said[1] + 1)
+            return False, said[1] + 1
+        self._said[key] = (now, 0)
+        return True, None if said is None else said[1]
+
+    def row_skipped(self, cell: str, lineno: int, exc: PayloadError) -> bool:
+        """Count the row on line ``lineno`` skipped for its time ``cell`` (``exc``: why);
+        return whether it was logged now."""
+        due, since = self._due(("time", exc.reason))
+        if not due:
+            return False
+        event: dict[str, Any] = {
+            "event": "bad_input", "line": lineno, "field": "time", "value": cell[:200],
+            "allowed": exc.allowed, "detail": "row skipped; said at once for each kind of "
+            "bad time, then at most once a minute with the count"}
+        if since is not None:
+            event["skipped_since"] = since
+        log.warning(json.dumps(event))
+        return True
 
     def left_out(self, column: int, name: str, cell: str, lineno: int) -> bool:
         """Count the cell of ``column`` (from 1) on line ``lineno`` left out; return whether
         it was logged now."""
-        now = time.monotonic()
-        said = self._said.get(column)
-        if said is not None and now - said[0] < _DROP_LOG_EVERY_S:
-            self._said[column] = (said[0], said[1] + 1)
+        due, since = self._due(column)
+        if not due:
             return False
-        self._said[column] = (now, 0)
         hint = ""
         if "," in cell and "." not in cell:
             with contextlib.suppress(ValueError):
@@ -2257,10 +2319,10 @@ class _CellLog:
                 hint = " (a decimal comma: the file must use a decimal point, e.g. 21.5)"
         event: dict[str, Any] = {
             "event": "bad_input", "line": lineno, "field": name[:200], "column": column,
-            "value": cell[:200], "allowed": "a number", "detail": f"cell left out{hint}; "
+            "value": cell[:200], "allowed": "a finite number", "detail": f"cell left out{hint}; "
             "said at once for each column, then at most once a minute with the count"}
-        if said is not None:
-            event["left_out_since"] = said[1]
+        if since is not None:
+            event["left_out_since"] = since
         log.warning(json.dumps(event))
         return True
 
@@ -2270,7 +2332,8 @@ def csv_row(header: Sequence[str], raw: bytes, lineno: int, cells: _CellLog | No
     """``(reading, time)`` of one data line of a ``csv:PATH`` file (line ``lineno``): its
     first cell is the time (:func:`csv_time`), the others numbers under the header's names.
     A line that is not UTF-8, or whose time is unusable, is logged and gives ``({}, None)``.
-    A cell that is no number is left out and told to ``cells`` (a ``_CellLog`` kept
+    A cell that is no finite number (``21,0``; ``NaN``, ``inf``, ``1e999``) is left out and
+    told to ``cells`` (a ``_CellLog`` kept
     for the whole file; None: a fresh one, which logs it); an empty cell is a reading not
     taken, left out silently.
 
@@ -2281,7 +2344,7 @@ def csv_row(header: Sequence[str], raw: bytes, lineno: int, cells: _CellLog | No
     if line is None or not line.strip():
         return {}, None
     row = _cells(line)
-    ts = csv_time(row[0], lineno) if row else None
+    ts = csv_time(row[0], lineno, cells) if row else None
     if ts is None:
         return {}, None
     out = {}
@@ -2289,8 +2352,12 @@ def csv_row(header: Sequence[str], raw: bytes, lineno: int, cells: _CellLog | No
         if not name or not cell:
             continue
         try:
-            out[name] = float(cell)
+            number = float(cell)
         except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            out[name] = number
+        else:  # no number, or NaN, inf, 1e999 (which handle() left out without a word)
             (cells if cells is not None else _CellLog()).left_out(column, name, cell, lineno)
     return out, ts
 
@@ -2448,6 +2515,9 @@ class Agent:
         self._current_outcome = "current"  # and what it was: "current" or "conflict"
         self._drop_logged_at: float | None = None
         self._drop_logged_reason: str | None = None
+        # readings dropped (outbox or disk full) that the gateway was not told of yet: the
+        # count is buffered as metric agent.dropped by the next put that is taken
+        self._drops_unsaid = self.outbox.dropped > self.outbox.dropped_said
         self._reject_logged_at: float | None = None
         self._rejected_unlogged: list[tuple[int | None, str, str]] = []
         self._unlisted_unlogged: Counter[str] = Counter()  # counted by the gateway, unlisted
@@ -2490,18 +2560,28 @@ class Agent:
              payload: bytes | None = None, manifest: Manifest | None = None) -> None:
         """Run ``model`` from now on (each metric's detector made anew from it, under the
         model lock); ``payload`` is its pickle, copied for each metric its training is for
-        (:meth:`_new_detector`)."""
+        (:meth:`_new_detector`). The very model that runs (its sha256), for the same
+        metrics, keeps the detectors and what they learned: a release signed again before
+        it expires (the same rollout run again, a new release number) is no new model, and
+        made every metric start its warm-up again, blind to a fault until it ended."""
         trained = payload is not None and _learned(model)
+        trained_for = _trained_metrics(manifest) if trained else None
         with self._model_lock:
+            same = (sha256 is not None and sha256 == self._running_sha256
+                    and (self._payload is not None) == trained
+                    and trained_for == self._trained_for)
             self.template = model
-            self.detectors = {}
+            if not same:
+                self.detectors = {}
+                self._trained_given = set()
             self.running_release = release
             self._running_sha256 = sha256
             self._payload = payload if trained else None
-            self._trained_for = _trained_metrics(manifest) if trained else None
-            self._trained_given = set()
+            self._trained_for = trained_for
         event: dict[str, Any] = {"event": "model_loaded", "release": release,
                                  "version": version}
+        if same:
+            event["detectors"] = "kept (the model that ran: same sha256)"
         if trained:
             event["trained_for"] = (sorted(self._trained_for) if self._trained_for is not None
                                     else "every metric")
@@ -3204,6 +3284,13 @@ class Agent:
                     "bytes_used": self.outbox.bytes_used,
                     "bytes_in_pages": self.outbox.bytes_in_pages,
                     "max_bytes": self.outbox.max_bytes, "detail": detail}))
+            self._drops_unsaid = True
+        elif self._drops_unsaid:  # room again: tell the gateway how many were dropped
+            self._drops_unsaid = False
+            total = self.outbox.dropped
+            if self._put({"ts": time.time(), "metrics": {"agent.dropped": float(total)}}
+                         ) is not None:
+                self.outbox.say_dropped(total)
         return seq
 
     def handle(self, reading: Mapping[str, float], source_pos: int | None = None,
@@ -3219,7 +3306,11 @@ class Agent:
                 score = self._score(name, v)
                 if score is not None and score >= self.threshold:
                     self.local_alerts += 1
-                    metrics[alert_metric(name)] = round(score, 6)
+                    # +inf (a model's "certainly anomalous", e.g. a z-score over a zero
+                    # deviation) is sent as the largest finite float: the gateway takes
+                    # finite numbers only and refused the alert as not_finite
+                    score = min(round(score, 6), sys.float_info.max)
+                    metrics[alert_metric(name)] = score
                     log.warning(json.dumps({"event": "local_alert", "metric": name,
                                             "value": v, "score": score}))
         if clean and time.monotonic() - self._saved_at >= self.save_every_s:
@@ -3545,6 +3636,8 @@ class Agent:
                 n += 1
                 if limit is not None and n >= limit:
                     break
+            if pos > self.outbox.source_pos:  # rows read since the last put gave no reading:
+                self.outbox.save_position(pos)  # a restart does not read them again
             if n == 0 and source.startswith("csv:") and pos > 1:
                 log.info(json.dumps({"event": "source_done", "source": source, "position": pos,
                                      "detail": f"nothing after row {pos - 1} of this file, "
