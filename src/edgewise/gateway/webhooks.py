@@ -63,6 +63,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import random
 import secrets
 import ssl
@@ -115,6 +116,8 @@ CREATION_SLACK_NS = 300 * 10**9
 #: Shortest secret taken from EDGEWISE_ALERT_WEBHOOK_SECRET.
 MIN_SECRET_CHARS = 16
 _COUNTER = "edgewise_alert_webhook_deliveries_total"
+#: the environment variables httpx takes a proxy from (in either case)
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
 _PENDING = "edgewise_alert_webhook_pending"
 
 
@@ -274,6 +277,35 @@ def webhook_secret(data_dir: Path, configured: str = "") -> tuple[bytes, Path | 
     return made.encode(), path
 
 
+def _check_sendable(url: str, wid: str) -> None:
+    """Raise :class:`ConfigError` when the HTTP client cannot send to ``url`` at all (a
+    host that is no IP address nor DNS name: ``999.1.1.1``, ``01.02.03.04``, ``xn--``),
+    naming it as the settings do (scheme, host, port and id, never its path):
+    such a URL passed the settings' check, and the webhook then failed every alert in
+    its thread for ever, counted nowhere.
+
+    >>> _check_sendable("https://relay.example.org/h", "x")
+    >>> _check_sendable("https://999.1.1.1/hook/T0k3n", "5930ed85")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook) has value https://999.1.1.1/… (webhook 5930ed85; its path is not shown), which cannot be sent to: Invalid IPv4 address: '999.1.1.1'. Use an https://HOST[:PORT]/PATH URL whose host is a DNS name or an IP address (e.g. https://relay.example.org/edgewise).
+    """  # noqa: E501
+    try:  # as a POST builds it (its Host header decodes an xn-- label too)
+        httpx.Request("POST", url)
+    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors
+        why = str(exc)
+        parts = urlsplit(url)
+        hidden = [x for x in (parts.path, parts.query, parts.username, parts.password)
+                  if x and len(x) > 1]
+        if any(x in why for x in hidden):  # never the path, query or user part
+            why = type(exc).__name__
+        raise ConfigError(
+            f"Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook) has value "
+            f"{_shown(url)} (webhook {wid}; its path is not shown), which cannot be sent "
+            f"to: {why}. Use an https://HOST[:PORT]/PATH URL whose host is a DNS name or an "
+            f"IP address (e.g. https://relay.example.org/edgewise).") from None
+
+
 class _Pending:
     """The alerts known new and not yet handled, as ``(created_ns, id)``: a set that also
     gives its oldest (:meth:`first`, the order alerts are sent in) and whether it holds an
@@ -396,6 +428,9 @@ class Webhook:
         self.retry_s, self.max_retry_s = retry_s, max_retry_s
         self.id = webhook_id(url)
         self.shown = f"{self.id} ({_shown(url)})"
+        _check_sendable(url, self.id)
+        self._verify = verify
+        self._client = self._first_client()  # before any state is read or written
         self.path = state_dir / f"{self.id}.json"
         # the last alert event handled (None: to be read from the store, the newest then),
         # and the id of the store it counts in (None: not known yet)
@@ -466,8 +501,6 @@ class Webhook:
         # the oldest queued event's failures in a row, and the monotonic time before which
         # it is not tried again (pending alerts go meanwhile)
         self._event_failures, self._event_retry_at = 0, 0.0
-        self._verify = verify
-        self._client = self._new_client()
 
     # -- the cursor --------------------------------------------------------------------
     def _load(self) -> tuple[int, dict[str, int]]:
@@ -866,6 +899,20 @@ class Webhook:
                         self.shown, what, status)
         return "refused", None
 
+    def _first_client(self) -> httpx.Client:
+        """:meth:`_new_client`, or :class:`ConfigError` naming the proxy variables set
+        when the environment's proxy cannot be used (a ``socks5://`` one without
+        ``socksio``, a scheme or port httpx does not take): that was a traceback at start."""
+        try:
+            return self._new_client()
+        except (ImportError, ValueError, httpx.InvalidURL) as exc:
+            names = sorted(k for k in os.environ if k.lower() in _PROXY_VARS) or [
+                "HTTPS_PROXY", "ALL_PROXY"]
+            raise ConfigError(
+                f"Alert webhook {self.shown} cannot be sent through the proxy the environment "
+                f"names ({', '.join(names)}): {str(exc).rstrip('.')}. Fix or unset that "
+                f"variable (a receiver in NO_PROXY still needs it to be usable).") from None
+
     def _new_client(self) -> httpx.Client:
         host = urlsplit(self.url).hostname or ""
         # a proxy from the environment is used for remote receivers only: a loopback one
@@ -1139,6 +1186,10 @@ class AlertWebhooks:
                     max_retry_s=settings.alert_webhook_max_retry_s, verify=verify))
         except BaseException:
             self.close()
+            if self.secret_made is not None:  # made for a start that did not happen: else
+                # the next start found it and never said where it was (once, at making)
+                with contextlib.suppress(OSError):
+                    self.secret_made.unlink()
             raise
 
     def notify(self, alert: Alert) -> None:

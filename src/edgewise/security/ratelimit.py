@@ -43,8 +43,12 @@ class RateLimiter:
 
     def take(self, device_id: str, n: float = 1.0) -> None:
         """Spend ``n`` tokens of ``device_id``'s bucket or raise :class:`RateLimitError`."""
-        now = time.monotonic()
         with self._lock:
+            # read under the lock: read before it, a take that waited for the lock (another
+            # device's take, a prune of many buckets) counted none of the refill meanwhile
+            # and was refused with tokens it had; and a later take's time, stored first,
+            # made the elapsed time negative
+            now = time.monotonic()
             tokens, last = self._buckets.get(device_id, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
             # A message larger than the burst (a device draining its store-and-forward

@@ -11,6 +11,7 @@ is down) and, a bounded batch at a time, oldest first, when acks stop coming (af
 from __future__ import annotations
 
 import json
+import numbers
 import random
 import ssl
 import sys
@@ -77,7 +78,8 @@ class MqttDevice:
                 f"resend_after_s must be > 0 and at most max_resend_after_s. Got "
                 f"{resend_after_s!r} and {max_resend_after_s!r} instead.",
                 field="resend_after_s", value=resend_after_s)
-        if resend_batch < 1:
+        if isinstance(resend_batch, bool) or not isinstance(resend_batch, numbers.Integral) or (
+                resend_batch < 1):  # 1.5 was taken, then every stalled resend raised
             raise InvalidParameterError(
                 f"resend_batch must be an int >= 1. Got {resend_batch!r} instead.",
                 field="resend_batch", value=resend_batch)

@@ -33,7 +33,10 @@ class FleetRunner:
     fleet
         The pumps to simulate.
     credentials
-        ``[(device_id, secret)]`` in the fleet's order.
+        ``[(device_id, secret)]`` of the fleet's pumps, each at most once, in any order:
+        each pump's samples go out under its own id (a pump not named is stepped, not
+        sent, and has no labels); an id that is no pump of the fleet, or one given twice,
+        is an :class:`~edgewise.errors.InvalidParameterError`.
     host, port, tls_ca
         The broker.
     period_s
@@ -41,7 +44,8 @@ class FleetRunner:
         stores times to the microsecond, so a fault's times are stored ones): 1/3 runs
         every 0.333333 s; one under a microsecond is refused.
     backfill_s
-        History sent at start (fast), so charts and detectors have something at once.
+        History sent at start (fast), so charts and detectors have something at once: a
+        finite number of seconds, 0 or more.
     start_after_ns
         The newest reading time the gateway already holds for these devices (a restart on
         the same data): the history starts after it, so nothing is sent back-dated over
@@ -51,7 +55,7 @@ class FleetRunner:
         Probabilities per message: skip the sample, drop one sensor, send twice, send
         after the next one. A sample inside a fault's window is not skipped (it is sent
         as it is) and a sensor the fault names is not dropped: the random draws are made
-        all the same, so the rest of the stream is what it was.
+        all the same, so the rest of the stream is what it was. Each in [0, 1].
     """
 
     def __init__(
@@ -76,8 +80,35 @@ class FleetRunner:
             raise InvalidParameterError(
                 f"period_s must be at least 1e-06 (a whole microsecond). Got {period_s!r} "
                 f"instead.", field="period_s", value=period_s)
+        if not (math.isfinite(backfill_s) and backfill_s >= 0):
+            raise InvalidParameterError(
+                f"backfill_s must be a finite number of seconds, 0 or more (e.g. 600). Got "
+                f"{backfill_s!r} instead.", field="backfill_s", value=backfill_s)
+        for name, p in (("p_gap", p_gap), ("p_dropout", p_dropout),
+                        ("p_duplicate", p_duplicate), ("p_swap", p_swap)):
+            if not 0.0 <= p <= 1.0:  # NaN too
+                raise InvalidParameterError(
+                    f"{name} must be a probability in [0, 1] (e.g. 0.01). Got {p!r} "
+                    f"instead.", field=name, value=p)
+        pumps = fleet.device_ids
+        given = [str(d) for d, _ in credentials]
+        unknown = [d for d in given if d not in set(pumps)]
+        twice = sorted({d for d in given if given.count(d) > 1})
+        if unknown or twice:
+            bad = unknown[0] if unknown else twice[0]
+            why = ("is no pump of the fleet" if unknown else "is given twice")
+            raise InvalidParameterError(
+                f"credentials name device {bad!r}, which {why}. Give each of the fleet's "
+                f"pumps ({', '.join(pumps[:3])}{', ...' if len(pumps) > 3 else ''}) at "
+                f"most once: its samples go out under that id.",
+                field="credentials", value=bad)
+        secret_of = dict(credentials)
         self.fleet = fleet
-        self.devices = [MqttDevice(d, s, host, port, tls_ca=tls_ca) for d, s in credentials]
+        # in the fleet's order, each pump under its own id (credentials in another order
+        # sent one pump's samples in another's name, where its labels did not say)
+        self.devices = [MqttDevice(d, secret_of[d], host, port, tls_ca=tls_ca)
+                        for d in pumps if d in secret_of]
+        self._by_id = {d.device_id: d for d in self.devices}
         #: nanoseconds between samples: ``period_s`` to the whole microsecond
         self.step_ns = step_us * 1000
         self.period_s = self.step_ns / 1e9
@@ -114,7 +145,10 @@ class FleetRunner:
 
     def _emit(self, ts_ns: int) -> None:
         p_gap, p_dropout, p_dup, p_swap = self.p
-        for d, (_, metrics) in zip(self.devices, self.fleet.step(ts_ns), strict=True):
+        for pump, metrics in self.fleet.step(ts_ns):
+            d = self._by_id.get(pump)
+            if d is None:  # no credentials given for it: stepped, not sent
+                continue
             # the ground truth must hold what is sent: a fault's reading (a spike's only
             # one) is neither skipped nor stripped of its sensor; the draws are made anyway
             faulty = self.fleet.fault_metrics(d.device_id, ts_ns)
@@ -207,7 +241,8 @@ class FleetRunner:
         """Time of the first sample sent when started at ``now_ns``: ``backfill_s`` back,
         but never at or before ``start_after_ns``; rounded up to a whole millisecond.
 
-        >>> r = FleetRunner(PumpFleet(1), [], backfill_s=600, start_after_ns=10**12)
+        >>> r = FleetRunner(PumpFleet(1), [("pump-01", "s")], backfill_s=600,
+        ...                 start_after_ns=10**12)
         >>> r.first_ns(10**12 + 60 * 10**9) == 10**12 + 10**9  # 1 s after the stored data
         True
         >>> r.first_ns(10**12 + 3600 * 10**9) == 10**12 + 3000 * 10**9  # 600 s back
