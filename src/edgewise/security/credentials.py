@@ -1131,7 +1131,9 @@ class Security:
             raise AuthError("Device credentials missing: both a device id and a secret are needed.")
         tag, registered = self._check_secret(device_id, secret)
         key = source_key(source)
-        now = time.time_ns()
+        # the monotonic clock: pauses are in memory only, and by the wall clock a step back
+        # (NTP, a VM restored) lengthened every pause running by the step
+        now = time.monotonic_ns()
         with self._lock:
             failures, until, attempts, sole = self._sources.pop(key, (0, 0, 0, device_id))
             if tag is not None:
