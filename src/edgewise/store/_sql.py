@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -436,6 +437,56 @@ def check_alert_text(fields: Mapping[str, Any], what: str) -> None:
                 raise StoreError(f"{what}: {bad}")
 
 
+def _finite_number(value: Any) -> bool:
+    """Whether ``value`` is a number (not a bool) that is a finite float once converted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int past the largest float
+        return False
+
+
+def check_alert_numbers(fields: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`StoreError` for an alert's ``score`` or a value of its ``drivers``
+    (where ``fields`` holds them) that is not a finite number: both backends stored NaN
+    and infinity, which JSON cannot carry (the API answered ``null``, a webhook body held
+    ``NaN``), as the readings refuse them.
+
+    >>> check_alert_numbers({"score": float("nan")}, "Storing alert for device 'd'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Storing alert for device 'd': score must be a finite number (such as a detector's, 0 to 1). Got nan instead.
+    >>> check_alert_numbers({"drivers": {"t": float("inf")}}, "Changing an alert")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Changing an alert: drivers['t'] must be a finite number (a metric's share of the score). Got inf instead.
+    """  # noqa: E501
+    if "score" in fields and not _finite_number(fields["score"]):
+        raise StoreError(f"{what}: score must be a finite number (such as a detector's, 0 to 1). "
+                         f"Got {fields['score']!r} instead.")
+    drivers = fields.get("drivers")
+    if isinstance(drivers, Mapping):
+        for name, value in drivers.items():
+            if not _finite_number(value):
+                raise StoreError(f"{what}: drivers[{name!r}] must be a finite number (a "
+                                 f"metric's share of the score). Got {value!r} instead.")
+
+
+def duplicate_alert_error(alert: Alert, where: str) -> StoreError:
+    """The error for a new alert whose id ``where`` (a store) holds already: ids are
+    unique on both backends, and a second alert with one is refused, nothing written.
+
+    >>> print(duplicate_alert_error(Alert("d", 0, 9, 0.9, id="a1"), "'duckdb://x'"))
+    Storing alert for device 'd': an alert with id 'a1' is stored already in 'duckdb://x'; ids are unique. To store a new alert, leave id empty (a new one is made) or give an unused one; to change alert 'a1', use update_alert('a1', ...).
+    """  # noqa: E501
+    return StoreError(
+        f"Storing alert for device {alert.device_id!r}: an alert with id {alert.id!r} is "
+        f"stored already in {where}; ids are unique. To store a new alert, leave id empty "
+        f"(a new one is made) or give an unused one; to change alert {alert.id!r}, use "
+        f"update_alert({alert.id!r}, ...).")
+
+
 def _check_alert_fields(status: Any, label: Any) -> None:
     if status not in ALERT_STATUSES:
         raise StoreError(f"Alert status must be one of {ALERT_STATUSES}. Got {status!r} instead.")
@@ -575,8 +626,9 @@ def insert_alert(alert: Alert, ph: str, *, raised: bool = False) -> tuple[str, l
     transaction) the caller appends to the row.
     """
     _check_alert_fields(alert.status, alert.label)
-    check_alert_text({n: getattr(alert, n) for n in ("id", *_ALERT_TEXT)},
-                     f"Storing alert for device {alert.device_id!r}")
+    what = f"Storing alert for device {alert.device_id!r}"
+    check_alert_text({n: getattr(alert, n) for n in ("id", *_ALERT_TEXT)}, what)
+    check_alert_numbers({"score": alert.score, "drivers": alert.drivers}, what)
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
     row = _alert_row(alert)
@@ -610,6 +662,7 @@ def _alert_sets(changes: dict[str, Any], ph: str) -> tuple[str, list[Any]]:
         )
     _check_alert_fields(changes.get("status", "open"), changes.get("label"))
     check_alert_text(changes, "Changing an alert")
+    check_alert_numbers(changes, "Changing an alert")
     if "drivers" in changes:
         changes = {**changes, "drivers": json.dumps(changes["drivers"])}
     return ", ".join(f"{k} = {ph}" for k in changes), list(changes.values())

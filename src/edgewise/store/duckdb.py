@@ -78,6 +78,7 @@ from edgewise.store._sql import (
     _marks_to_move,
     acknowledge_alert_query,
     before_where,
+    duplicate_alert_error,
     insert_alert,
     insert_conflicts,
     mark_merged,
@@ -1515,13 +1516,32 @@ class DuckDBStore(SQLStoreMixin):
 
     def add_alert(self, alert: Alert) -> Alert:
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it.
-        It takes the next raise number (``raised_seq``) in its transaction."""
+        It takes the next raise number (``raised_seq``) in its transaction.
+
+        An id stored already (a merged alert's too) is refused with a
+        :class:`~edgewise.errors.StoreError` naming it, nothing written, as PostgreSQL's
+        key refuses it: the table has no key (older stores neither), so it is looked up
+        under the write lock, which every writer of this file holds.
+
+        >>> s = DuckDBStore(":memory:")
+        >>> _ = s.add_alert(Alert("d", 0, 9, 0.9, id="a1"))
+        >>> s.add_alert(Alert("d", 20, 29, 0.9, id="a1"))
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.StoreError: Storing alert for device 'd': an alert with id 'a1' is stored already in 'duckdb://:memory:'; ids are unique. To store a new alert, leave id empty (a new one is made) or give an unused one; to change alert 'a1', use update_alert('a1', ...).
+        >>> len(s.list_alerts())
+        1
+        >>> s.close()
+        """  # noqa: E501
         sql, row = insert_alert(alert, "?", raised=True)
         with self._wlock:
             self._check_open()
             con = self._con
             con.execute("BEGIN")
             try:
+                if con.execute("SELECT 1 FROM alerts WHERE id = ? LIMIT 1",
+                               [alert.id]).fetchone():
+                    raise duplicate_alert_error(alert, repr(self.url))
                 con.execute(sql, [*row, self._take_raised_seq(con)])
                 con.execute("COMMIT")
             except BaseException as exc:

@@ -89,6 +89,7 @@ from edgewise.store._sql import (
     acknowledge_alert_query,
     alert_by_id,
     before_where,
+    duplicate_alert_error,
     insert_alert,
     mark_merged,
     merge_changes,
@@ -1520,6 +1521,13 @@ class PostgresStore(SQLStoreMixin):
                 with con.transaction():
                     con.execute(_HOLD_STATS, [[alert.device_id]])  # before the counter's row
                     con.execute(sql, [*row, self._take_raised_seq(con)])
+            except self._psycopg.errors.UniqueViolation as exc:
+                # the alerts' key (the only unique one this insert can meet): an id stored
+                # already, refused as DuckDB refuses it, nothing written (rolled back)
+                if getattr(exc.diag, "table_name", None) not in (None, "alerts"):
+                    raise StoreError(f"Storing alert for {alert.device_id!r} in {self.url!r} "
+                                     f"failed: {_one_line(exc)}") from exc
+                raise duplicate_alert_error(alert, repr(self.url)) from None
             except self._psycopg.Error as exc:
                 raise StoreError(f"Storing alert for {alert.device_id!r} in {self.url!r} "
                                  f"failed: {_one_line(exc)}") from exc
