@@ -145,6 +145,20 @@ def _rfc3339(ts_ns: int) -> str | None:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ns % 10**9:09d}Z"
 
 
+def _json_number(value: Any) -> float | None:
+    """``value`` as a float, or None where it is no finite number (JSON has no NaN or
+    infinity).
+
+    >>> _json_number(0.5), _json_number(float("nan")), _json_number(float("-inf"))
+    (0.5, None, None)
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def alert_payload(alert: Alert, event: str = EVENT_RAISED) -> dict[str, Any]:
     """The JSON object a webhook is sent for ``alert``: ``event`` and the alert's id,
     device, kind, status, span (RFC 3339 and ns), score, drivers, message and the
@@ -166,8 +180,10 @@ def alert_payload(alert: Alert, event: str = EVENT_RAISED) -> dict[str, Any]:
             "end_ns": alert.end_ns,
             "created": _rfc3339(alert.created_ns),
             "created_ns": alert.created_ns,
-            "score": alert.score,
-            "drivers": dict(alert.drivers),
+            # null for a number JSON cannot carry (an alert stored before the stores
+            # refused NaN and infinity), as the API shows it: a body with NaN is no JSON
+            "score": _json_number(alert.score),
+            "drivers": {k: _json_number(v) for k, v in alert.drivers.items()},
             "message": alert.message,
             "path": f"/v1/alerts/{quote(alert.id, safe='')}",
         },
@@ -853,7 +869,7 @@ class Webhook:
             self._body = None
             return "skipped", None
         if self._body is None or self._body[0] != alert_id:  # a retry sends the same bytes
-            self._body = (alert_id, json.dumps(alert_payload(alert),
+            self._body = (alert_id, json.dumps(alert_payload(alert), allow_nan=False,
                                                separators=(",", ":")).encode())
         return self._deliver(self._body[1], EVENT_RAISED, alert_id, f"alert {alert_id}")
 
@@ -864,6 +880,7 @@ class Webhook:
         ``X-Edgewise-Delivery`` is ``<alert id>:<event id>``."""
         if self._event_body is None or self._event_body[0] != event.id:  # retry: same bytes
             self._event_body = (event.id, json.dumps(event_payload(event, alert, into),
+                                                     allow_nan=False,
                                                      separators=(",", ":")).encode())
         return self._deliver(self._event_body[1], event.event, f"{event.alert_id}:{event.id}",
                              f"event {event.id} ({event.event} of alert {event.alert_id})")
