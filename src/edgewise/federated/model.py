@@ -194,8 +194,22 @@ def predict(model: nn.Module, X: np.ndarray) -> np.ndarray:
 def rmse(model: nn.Module, X: np.ndarray, y: np.ndarray) -> float:
     """Root mean squared error of a ``"rul"`` model's predictions, in cycles.
 
+    ``y`` holds one target per row of ``X``, in any shape of that size: a column ``(n, 1)``
+    (a DataFrame's ``df[["rul"]].values``) was broadcast against the ``(n,)`` predictions
+    into an ``n × n`` table of every prediction against every target (an RMSE of 40.5 for a
+    model at 1.5). One of another size raises
+    :class:`~edgewise.errors.InvalidParameterError`.
+
     >>> m = build_model("rul", 3, seed=0)
     >>> rmse(m, np.zeros((2, 3), np.float32), np.zeros(2, np.float32)) >= 0
     True
+    >>> rmse(m, np.zeros((2, 3)), np.zeros((2, 1))) == rmse(m, np.zeros((2, 3)), np.zeros(2))
+    True
     """
-    return float(np.sqrt(np.mean((predict(model, X) - y) ** 2)))
+    pred = predict(model, X)
+    target = np.asarray(y, dtype=np.float64).reshape(-1)
+    if target.shape != pred.shape:
+        raise InvalidParameterError(
+            f"rmse needs one target per row of X ({len(pred)} rows); got {target.size} "
+            f"targets (shape {np.shape(y)}).", field="y", value=np.shape(y))
+    return float(np.sqrt(np.mean((pred - target) ** 2)))

@@ -145,11 +145,21 @@ def personalise(
     Raises :class:`~edgewise.errors.InvalidParameterError` naming the argument for a
     ``"rul"`` model without ``y_train`` or ``y_held``, targets of another length than their
     rows, ``X_train``/``X_held`` not 2-D with the global model's number of inputs or with
-    no rows, or a NaN or infinite value in any of them.
+    no rows, a NaN or infinite value in any of them, or a ``global_state`` that is not a
+    model of ``kind`` (torch's ``RuntimeError`` before).
     """
     _check(global_state, kind, X_train, y_train, X_held, y_held)
     model = build_model(kind, X_train.shape[1])
-    model.load_state_dict(dict(global_state))
+    try:
+        model.load_state_dict(dict(global_state))
+    except RuntimeError as exc:  # torch's page of missing keys and size mismatches
+        mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        theirs = {k: tuple(getattr(v, "shape", ())) for k, v in global_state.items()}
+        raise InvalidParameterError(
+            f"personalise(kind={kind!r}) needs global_state of a {kind!r} model of "
+            f"{X_train.shape[1]} inputs, arrays {mine}; got {theirs}: a model of another "
+            f"kind ('rul' or 'ae') or size ({type(exc).__name__} loading it).",
+            field="kind", value=kind) from None
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     before = _loss(model, kind, X_held, y_held)
     train_local(model, X_train, y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)

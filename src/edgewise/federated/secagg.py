@@ -201,7 +201,7 @@ def run_secagg(
         Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={}),
         config=ServerConfig(num_rounds=rounds, round_timeout=timeout), strategy=strategy,
     )
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+    workflow = DefaultWorkflow(fit_workflow=_survivable_secaggplus(SecAggPlusWorkflow)(
         num_shares=num_shares, reconstruction_threshold=reconstruction_threshold,
         max_weight=max_weight, clipping_range=clipping_range, timeout=timeout,
     ))
@@ -233,6 +233,49 @@ def run_secagg(
     return SecAggResult(arrays=arrays, train_metrics=aggregated, spent_metrics=spent,
                         skipped_rounds=list(screen.skipped_rounds),
                         rejected=list(screen.rejected))
+
+
+def _survivable_secaggplus(base: type) -> type:
+    """Flower's ``SecAggPlusWorkflow`` (``base``) surviving a device that drops out (or
+    whose reply :class:`_ReplyScreen` refuses) before it has shared its keys.
+
+    Flower 1.41 keeps such a device among the round's sampled nodes: at the unmask stage it
+    counts it dead and asks every other device for the share of its secret key, which none
+    of them ever received (each device's ``KeyError`` answer), and then finds no share to
+    rebuild it from, so the round halted, every round, and the run failed, where SecAgg+
+    survives any dropout that leaves enough devices. No device masked its update against a
+    device that shared no keys (each masks against the devices whose shares it was
+    forwarded), so there is nothing of it to unmask: after the setup and share-keys stages
+    it is forgotten here (out of the sampled nodes and of every neighbour set), and the
+    neighbour threshold is checked on the devices left. A device that drops out later
+    (after sharing its keys) is unmasked by Flower, as before.
+    """
+
+    class Survivable(base):  # type: ignore[misc, valid-type]
+        @staticmethod
+        def _forget_unshared(state: Any) -> None:
+            gone = set(state.sampled_node_ids) - set(state.active_node_ids)
+            if not gone:
+                return
+            state.sampled_node_ids = set(state.active_node_ids)
+            for nid in gone:
+                state.nid_to_neighbours.pop(nid, None)
+            for neighbours in state.nid_to_neighbours.values():
+                neighbours.difference_update(gone)
+
+        def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
+            ok = super().setup_stage(grid, context, state)
+            if not state.nid_to_neighbours:  # halted before asking any device
+                return bool(ok)
+            self._forget_unshared(state)
+            return bool(self._check_threshold(state))
+
+        def share_keys_stage(self, grid: Any, context: Any, state: Any) -> bool:
+            super().share_keys_stage(grid, context, state)
+            self._forget_unshared(state)
+            return bool(self._check_threshold(state))
+
+    return Survivable
 
 
 class _AggregateScreen:

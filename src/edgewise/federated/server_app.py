@@ -573,6 +573,13 @@ class _StatsRound(FedAvg):
             raise bad(str(exc)) from None
         if set(arrays) != {"count", "sum", "sumsq"}:
             raise bad(f"arrays {sorted(arrays)}; expected ['count', 'sum', 'sumsq']")
+        # Real numbers only: an array of strings raised numpy's ValueError below and ended
+        # the run for every device, and a complex one lost its imaginary part unseen.
+        odd = {k: str(a.dtype) for k, a in arrays.items()
+               if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating))}
+        if odd:
+            raise bad(f"array dtypes {odd}; count, sum and sumsq must be real numbers "
+                      "(integer or floating point)")
         count, total, squares = (np.asarray(arrays[k], dtype=np.float64)
                                  for k in ("count", "sum", "sumsq"))
         if count.shape != (c,) or total.ndim != 2 or total.shape[0] != c \
