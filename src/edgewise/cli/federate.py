@@ -496,16 +496,21 @@ def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
+    from edgewise.federated.privacy import ceil_significant as up
+
     p = result["privacy"]
-    eps = "none (no DP)" if p["epsilon"] is None else f"{p['epsilon']:.3g} (unit: {p['unit']})"
+    # each epsilon rounded up to 3 digits: a privacy loss is never printed below what was
+    # spent (.3g printed 10.7 for 10.73)
+    eps = ("none (no DP)" if p["epsilon"] is None
+           else f"{up(p['epsilon']):.3g} (unit: {p['unit']})")
     if p.get("record_epsilon") and p["unit"] != "record":
-        eps += f", record-level {p['record_epsilon']:.3g}"
+        eps += f", record-level {up(p['record_epsilon']):.3g}"
     planned = p.get("rounds_planned")
     if p["epsilon"] is not None and planned and p.get("rounds") != planned:
         eps += f" over the {p['rounds']} of {planned} rounds that spent it"
     if p.get("stats_epsilon") is not None:
         eps += (f", normaliser statistics included (their release alone: "
-                f"{p['stats_epsilon']:.3g})")
+                f"{up(p['stats_epsilon']):.3g})")
     typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
     if p.get("dp_covers"):
         typer.echo(f"  epsilon covers: {p['dp_covers']}; not covered: "
