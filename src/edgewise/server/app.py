@@ -21,7 +21,8 @@ from typing import Any
 import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -111,8 +112,8 @@ _SECURITY_HEADERS = {
 
 class SecurityHeaders:
     """Pure ASGI middleware: ``_SECURITY_HEADERS`` (on ``/docs`` all but the
-    ``Content-Security-Policy``, which would block its Swagger UI's inline script; it went
-    out with none of them, so the docs page could be framed and sniffed) and
+    ``Content-Security-Policy``, which Swagger UI is not checked under; it went out with
+    none of them, so the docs page could be framed and sniffed) and
     ``Cache-Control: no-store`` on every answer that does not set
     them, the 500 of an unexpected exception included: raised before the answer began, it
     is answered here (:func:`~edgewise.server.problems.internal_error`), inside these
@@ -274,16 +275,18 @@ def create_app(
     from edgewise import __version__
 
     # FastAPI's own /docs loads Swagger UI from a CDN: a blank page on an air-gapped site.
-    # fastapi-offline serves the same Swagger UI from the package (/static-offline-docs).
+    # fastapi-offline serves the same Swagger UI from the package (/static-offline-docs);
+    # its /docs page is replaced below (_docs_page: URLs relative to the page).
     app = FastAPIOffline(
         title="Edgewise",
         version=__version__,
         summary="Machine learning on IoT sensor fleets: telemetry in, alerts out.",
         description=_DESCRIPTION,
         openapi_tags=_TAGS,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
     )
+    _docs_page(app)
     app.state.store = store
     app.state.security = security
     app.state.pipeline = pipeline
@@ -331,6 +334,72 @@ def create_app(
         return RedirectResponse("/static/favicon.svg")
 
     return app
+
+
+#: Where fastapi-offline serves Swagger UI's files (its default, mounted by FastAPIOffline).
+_DOCS_STATIC = "static-offline-docs"
+
+
+def _docs_page(app: FastAPI) -> None:
+    """``GET /docs``: Swagger UI, its files, the spec and "Try it out" all asked relative to
+    the page, so it works at ``/docs`` and behind a proxy's path prefix
+    (``https://host/edgewise/docs``). fastapi-offline's page named them from the server's
+    root (``/static-offline-docs/...``, ``/openapi.json``: the proxy's 404s, a blank page),
+    unless uvicorn was told the prefix (``--root-path``); the dashboard needs no such setting.
+
+    The spec is fetched by the page itself and handed to Swagger UI with ``servers`` set to
+    the page's folder: with none, "Try it out" sent ``/v1/...`` to the server's root too.
+    That script is served as a file (``/docs/init.js``, :data:`_DOCS_INIT`), not inline.
+    """
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{app.title} - Swagger UI</title>
+<link rel="stylesheet" href="{_DOCS_STATIC}/swagger-ui.css">
+<link rel="icon" href="{_DOCS_STATIC}/favicon.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{_DOCS_STATIC}/swagger-ui-bundle.js"></script>
+<script src="docs/init.js"></script>
+</body>
+</html>
+"""
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/docs/init.js", include_in_schema=False)
+    def docs_init() -> Response:
+        return Response(_DOCS_INIT, media_type="text/javascript")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def docs_oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
+#: Starts Swagger UI on /docs (:func:`_docs_page`): the spec from ``openapi.json`` beside the
+#: page, its operations sent under the page's folder (the proxy's prefix, if any).
+_DOCS_INIT = """"use strict";
+(async () => {
+  const root = new URL(".", location.href).href.replace(/\\/$/, "");
+  const opts = { dom_id: "#swagger-ui", layout: "BaseLayout", deepLinking: true,
+    showExtensions: true, showCommonExtensions: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset] };
+  try {
+    const resp = await fetch("openapi.json", { headers: { Accept: "application/json" } });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const spec = await resp.json();
+    spec.servers = [{ url: root }];
+    window.ui = SwaggerUIBundle({ ...opts, spec });
+  } catch (e) {  // Swagger UI says what went wrong with the spec's URL
+    window.ui = SwaggerUIBundle({ ...opts, url: "openapi.json" });
+  }
+})();
+"""
 
 
 def _forgetting_fits(app: FastAPI, forget_device: Callable[[str], Any] | None,

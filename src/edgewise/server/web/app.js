@@ -216,6 +216,13 @@ async function login(token) {
   }
   localStorage.setItem(TOKEN_KEY, token);
   stopPolling();
+  const began = Date.now();  // a check left unanswered is said, as a poll's (STALL_MS)
+  const stalled = setInterval(() => {
+    const waited = Date.now() - began;
+    if (waited < STALL_MS || localStorage.getItem(TOKEN_KEY) !== token) return;
+    showMain();
+    flash(`The gateway has not answered for ${Math.round(waited / 1000)} s. Waiting…`, "poll");
+  }, 1000);
   try {
     state.me = await api("/v1/me");
   } catch (e) {
@@ -234,6 +241,8 @@ async function login(token) {
       if (localStorage.getItem(TOKEN_KEY) === token && await login(token)) route();
     }, POLL_MS);
     return false;
+  } finally {
+    clearInterval(stalled);
   }
   showMain();
   document.getElementById("who").textContent = `${state.me.name} (${state.me.role})`;
@@ -250,20 +259,37 @@ function stopPolling() {
   state.timer = null;
 }
 
+// A poll unanswered this long is said (the next poll waits for it): a gateway that hangs (a
+// store lock held, a frozen process, a proxy waiting on it) left the page showing its last
+// data as if live, with no word. Not aborted: a long window's readings may take this long.
+const STALL_MS = 10000;
+
 function poll(fn) {
   stopPolling();
   const token = {};
   state.view = token;
   state.refresh = fn;
+  let lastGood = null;  // when this view's data was last fetched whole (and drawn)
   const tick = async () => {
     if (state.view !== token) return;
+    const began = Date.now();
+    const stalled = setInterval(() => {
+      const waited = Date.now() - began;
+      if (state.view !== token || waited < STALL_MS) return;
+      flash(`The gateway has not answered for ${Math.round(waited / 1000)} s` + (lastGood
+        ? `; the data shown is from ${fmtClock(new Date(lastGood), true)}` : "") + ". Waiting…",
+      "poll");
+    }, 1000);
     try {
       await fn();
+      lastGood = Date.now();
       if (state.view === token) clearFlash("poll");
     } catch (e) {
       if (e.status === 401) return;  // the login form is shown: no more polls with that token
       if (state.view === token) flash(pollError(e), "poll");
       if (!(e instanceof ApiError) && !(e instanceof NetworkError)) console.warn(e);
+    } finally {
+      clearInterval(stalled);
     }
     if (state.view === token && localStorage.getItem(TOKEN_KEY)) {
       state.timer = setTimeout(tick, POLL_MS);
@@ -550,7 +576,6 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = COLORS.bg;
   ctx.fillRect(0, 0, w, hgt);
-  const pw = w - PAD.left - PAD.right;
   const ph = hgt - PAD.top - PAD.bottom;
   const ts = series ? series.t : [];
   const vs = series ? series.v : [];
@@ -563,32 +588,51 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   if (!vs.length && !fc.t.length) { lo = 0; hi = 1; }
   // a flat series gets a band around its level (relative: a metric in nA is drawn at its
   // own scale, not flattened into a band of +-1)
+  // Worked out in halves ((b - a) / 2 as b / 2 - a / 2) and kept to the finite doubles: a
+  // metric at 1.7e308 (a float's "no value" sentinel) padded its range to Infinity, and
+  // readings of +-1e308 spanned more than a double holds: a blank chart (NaN everywhere).
   const level = Math.max(Math.abs(lo), Math.abs(hi));
-  if (!(hi - lo > 1e-9 * level)) { const pad = level > 0 ? 0.1 * level : 1; lo -= pad; hi += pad; }
-  const margin = (hi - lo) * 0.08;
-  lo -= margin; hi += margin;
-  const x = (t) => PAD.left + ((t - t0) / (t1 - t0)) * pw;
-  const y = (v) => PAD.top + (1 - (v - lo) / (hi - lo)) * ph;
+  const clamp = (v) => Math.min(Number.MAX_VALUE, Math.max(-Number.MAX_VALUE, v));
+  const half = (a, b) => b / 2 - a / 2;
+  if (!(hi - lo > 1e-9 * level)) {
+    const pad = level > 0 ? Math.max(0.1 * level, 1e-300) : 1;  // 1e-300: not below a double
+    lo = clamp(lo - pad); hi = clamp(hi + pad);
+  }
+  const margin = 0.16 * half(lo, hi);
+  lo = clamp(lo - margin); hi = clamp(hi + margin);
+  const range2 = half(lo, hi);  // half the value range: the whole may pass Number.MAX_VALUE
+  ctx.font = "11px system-ui, sans-serif";
+  const ystep = niceStep(range2, 2);
+  // as many decimals as the step needs (1452.8, 1453.0, not 1453 four times)
+  const decimals = Math.max(0, -Math.floor(Math.log10(ystep) + 1e-9));
+  const yLabel = (v) => (Math.abs(v) < ystep / 2 ? "0" : decimals <= 6 ? v.toFixed(decimals)
+    : Number(v.toPrecision(3)).toString());
+  const yTicks = [];
+  for (let v = Math.ceil(lo / ystep) * ystep; v <= hi && yTicks.length < 50; v += ystep) yTicks.push(v);
+  // the plot starts right of its widest value label (at PAD.left at least, at most half
+  // the width): a fixed 56 px cut "123456900000" to "56900000" and "-98765440" to
+  // "98765440" at the canvas' edge, a wrong number on the axis
+  const padLeft = Math.min(Math.max(PAD.left,
+    Math.ceil(Math.max(0, ...yTicks.map((v) => ctx.measureText(yLabel(v)).width))) + 8),
+  Math.floor(w / 2));
+  const pw = w - padLeft - PAD.right;
+  const x = (t) => padLeft + ((t - t0) / (t1 - t0)) * pw;
+  const y = (v) => PAD.top + (1 - half(lo, v) / range2) * ph;
 
   // alert spans first, under the line
   for (const s of spans) {
-    const a = Math.max(PAD.left, x(s.start)), b = Math.min(PAD.left + pw, x(s.end));
-    if (b < PAD.left || a > PAD.left + pw) continue;
+    const a = Math.max(padLeft, x(s.start)), b = Math.min(padLeft + pw, x(s.end));
+    if (b < padLeft || a > padLeft + pw) continue;
     ctx.fillStyle = s.open ? COLORS.open : COLORS.acked;
     ctx.fillRect(a, PAD.top, Math.max(3, b - a), ph);
   }
   // grid and axes
   ctx.strokeStyle = COLORS.grid; ctx.lineWidth = 1;
-  ctx.fillStyle = COLORS.axis; ctx.font = "11px system-ui, sans-serif";
-  const ystep = niceStep(hi - lo, 4);
-  // as many decimals as the step needs (1452.8, 1453.0, not 1453 four times)
-  const decimals = Math.max(0, -Math.floor(Math.log10(ystep) + 1e-9));
-  const yLabel = (v) => (Math.abs(v) < ystep / 2 ? "0" : decimals <= 6 ? v.toFixed(decimals)
-    : Number(v.toPrecision(3)).toString());
+  ctx.fillStyle = COLORS.axis;
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  for (let v = Math.ceil(lo / ystep) * ystep; v <= hi; v += ystep) {
-    ctx.beginPath(); ctx.moveTo(PAD.left, y(v)); ctx.lineTo(PAD.left + pw, y(v)); ctx.stroke();
-    ctx.fillText(yLabel(v), PAD.left - 4, y(v));
+  for (const v of yTicks) {
+    ctx.beginPath(); ctx.moveTo(padLeft, y(v)); ctx.lineTo(padLeft + pw, y(v)); ctx.stroke();
+    ctx.fillText(yLabel(v), padLeft - 4, y(v));
   }
   const { step: xstep, ticks } = timeTicks(t0, t1, Math.max(2, Math.floor(pw / TICK_MIN_PX)));
   const labels = ticks.map((t) => tickLabel(t, xstep));
@@ -599,7 +643,7 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
     ctx.fillText(labels[i], Math.min(x(t), w - half - 1), PAD.top + ph + 4);
   });
   ctx.strokeStyle = COLORS.axis;
-  ctx.strokeRect(PAD.left, PAD.top, pw, ph);
+  ctx.strokeRect(padLeft, PAD.top, pw, ph);
   // the series; a gap longer than 3 steps, or 3 times the series' own spacing, breaks the
   // line (a device reporting once a minute was all breaks in the 15 min window's 18 s: an
   // empty chart); a reading with a break on both sides is drawn as a dot
@@ -644,6 +688,8 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   canvas.dataset.forecastPoints = String(fc.t.length);
   canvas.dataset.lo = String(lo);  // the value axis, for tests and tools
   canvas.dataset.hi = String(hi);
+  canvas.dataset.padLeft = String(padLeft);  // where the plot area starts (CSS px)
+  canvas.dataset.yLabels = yTicks.map(yLabel).join("|");
   canvas.dataset.spans = String(spans.length);
   canvas.dataset.window = String(Math.round(t1 - t0));
   canvas.dataset.tickStep = String(xstep);  // the time axis: epoch seconds and their labels
@@ -1293,7 +1339,7 @@ function fillAlerts(body, alerts, showDevice) {
         h("span", { class: "muted" }, `to ${fmtUntil(a.start, a.end)}`)),
       h("td", {}, h("a", { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id)),
       h("td", {}, a.kind, a.message ? h("div", { class: "muted" }, a.message) : null),
-      h("td", {}, Number(a.score).toFixed(2)),
+      h("td", {}, a.score == null ? "–" : Number(a.score).toFixed(2)),  // null: a NaN stored before it was refused
       h("td", {}, drivers || "–", a.kind === "anomaly" ? alertWhy(a) : null),
       h("td", {}, h("span", { class: `badge ${a.status}` }, a.status),
         a.acked_by ? h("div", { class: "muted" }, `by ${a.acked_by}`) : null),
@@ -1343,6 +1389,20 @@ document.addEventListener("DOMContentLoaded", async () => {
     showLogin();
   });
   window.addEventListener("hashchange", () => { if (state.me) route(); });
+  // The token is shared by every tab of the dashboard: one changed or removed in another
+  // tab is this tab's too. It was not noticed: the page went on naming the old token's
+  // user and role (operator buttons for a viewer's token, answered 403; acknowledgements
+  // audited under another name than the one shown) until reloaded.
+  window.addEventListener("storage", async (e) => {
+    if (e.key !== TOKEN_KEY && e.key !== null) return;  // null: the storage was cleared
+    const now = localStorage.getItem(TOKEN_KEY);
+    if (!now) {
+      showLogin("Another tab of this dashboard removed the token (changed there, or refused " +
+        "by the gateway).");
+      return;
+    }
+    if (await login(now)) route();
+  });
   const tz = document.getElementById("tz");
   if (tz) tz.textContent = `Times are local: ${zoneLabel()}.`;
   const token = localStorage.getItem(TOKEN_KEY);
