@@ -529,8 +529,9 @@ def train_rul(
     devices: Annotated[str | None, typer.Option(
         help="Store only: comma-separated devices (default: all).")] = None,
     cap: Annotated[float, typer.Option(
-        help="RUL target cap (steps): the model learns and predicts the RUL capped here, so a "
-        "prediction at the cap means at least that many steps left.")] = 125.0,
+        help="RUL target cap, in the time column's units (125 cycles; 7500 for epoch seconds "
+        "a minute apart; at least 10 of its steps): the model learns and predicts the RUL capped "
+        "here, so a prediction at the cap means at least that much left.")] = 125.0,
     window: Annotated[int | None, typer.Option(
         help=f"Rows per trailing window (default {DEFAULT_WINDOW}); at most the longest unit's "
         "history, as a longer window sees nothing more.", show_default=False)] = None,
@@ -748,9 +749,15 @@ def predict_rul(
         upper = "open)" if r["high_open"] else f"{r['high']:.1f}]"
         typer.echo(f"{r['unit']!s:>12}  {shown:>8}  [{r['low']:.1f}, {upper}")
     if (rul_open.any() or high_open.any()) and rul.cap:
-        typer.echo(f"note: the model predicts the RUL capped at {rul.cap:g} steps: >={rul.cap:.1f} "
-                   "means at least that many steps left, and an open interval has no upper "
-                   "bound")
+        # the cap is in the time column's units, steps only where the time steps by 1 (a
+        # store's readings, cycles): 7500 over epoch seconds a minute apart is 125 steps
+        step = getattr(rul, "time_step_", None)
+        units = "steps" if url is not None or step == 1 else (
+            f"in {rul.time_column!r} units" + (f", {rul.cap / step:g} steps of {step:g}"
+                                               if step else ""))
+        typer.echo(f"note: the model predicts the RUL capped at {rul.cap:g} {units}: "
+                   f">={rul.cap:.1f} means at least that much is left, and an open interval "
+                   "has no upper bound")
     elif high_open.any():
         typer.echo("note: an open interval has no upper bound (too few calibration residuals "
                    "for a finite one)")

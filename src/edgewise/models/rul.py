@@ -107,8 +107,8 @@ from edgewise.models.model_file import read_model_file, read_model_header, write
 from edgewise.models.windows import feature_names, window_features, window_sequences
 from edgewise.params import Interval, OneOf, validate_params
 
-__all__ = ["FORMAT_VERSION", "GLITCH_ROWS", "Z_LIMIT", "ModelFileError", "RULModel",
-           "load_model", "rul_targets"]
+__all__ = ["FORMAT_VERSION", "GLITCH_ROWS", "MIN_CAP_STEPS", "Z_LIMIT", "ModelFileError",
+           "RULModel", "load_model", "rul_targets"]
 
 #: Version of the file written by :meth:`RULModel.save`; bumped when the layout changes.
 #: 2: intervals from neighbourhood conformal bands fitted out-of-fold (v1 files hold binned
@@ -122,6 +122,10 @@ Z_LIMIT = 20.0
 #: A run of at most this many rows in which one used sensor is out of the model's domain, with
 #: rows in the domain before and after it, is a glitch (:meth:`RULModel.pass_over_glitches`).
 GLITCH_ROWS = 3
+#: The fewest of the training data's time steps a ``cap`` may span (:meth:`RULModel.fit`):
+#: the cap is in the time column's units, so 125 over epoch seconds a minute apart was
+#: about 2 steps, and the model learned nothing before a unit's last 2 minutes.
+MIN_CAP_STEPS = 10
 
 
 class ModelFileError(EdgewiseError, ValueError):
@@ -261,7 +265,10 @@ class RULModel:
         self._check_times(X[self.time_column])
         bad = [c for c in columns[2:] if not pd.api.types.is_numeric_dtype(X[c])]
         if bad:
-            raise InvalidParameterError(f"Column(s) {bad} must be numeric for RULModel.")
+            raise InvalidParameterError(
+                f"Column(s) {bad} must be numeric for RULModel: {_first_text(X[bad[0]])}. "
+                "Give numbers (an empty cell for a missing one).", field=bad[0],
+                value=str(X[bad[0]].dtype))
 
     def _check_units(self, units: pd.Series) -> None:
         """Every row names its unit: an empty id (NaN, None) is refused by row, as the
@@ -726,6 +733,8 @@ class RULModel:
         self._check_roles()
         self._check_columns(X, [self.unit_column, self.time_column, *self.conditions_])
         taken = {self.unit_column, self.time_column, *self.conditions_}
+        if self.sensor_columns is None:
+            self._refuse_spoilt_sensors(X, taken)
         self.sensors_ = list(self.sensor_columns) if self.sensor_columns is not None else [
             str(c) for c in X.columns if c not in taken and pd.api.types.is_numeric_dtype(X[c])
         ]
@@ -778,6 +787,8 @@ class RULModel:
                 f"RULModel has nothing to learn: every row's remaining life is {target[0]:g}. "
                 "Give histories whose rows run from healthy to failure."
             )
+        if y is None:
+            self._check_cap_steps(units, times)
         seed = 0 if self.random_state is None else int(self.random_state)
         members, cuts = self._out_of_fold(units, settings, sensors, target, uniq, seed)
         self.weights_ = _stack_weights(members, target)
@@ -800,6 +811,58 @@ class RULModel:
         self.n_units_ = len(uniq)
         self._record_domain(units, times, settings, sensors)
         return self
+
+    def _check_cap_steps(self, units: np.ndarray, times: np.ndarray) -> None:
+        """Refuse a ``cap`` that spans fewer than :data:`MIN_CAP_STEPS` of the training
+        data's time steps (the median step between a unit's rows). The cap is in the time
+        column's units: the default 125 is 125 C-MAPSS cycles, but only 2 readings a minute
+        apart of a time column in epoch seconds, so every row but a unit's last 3 had the
+        target 125, and the model predicted ">=125" (at least 125 seconds) for every unit
+        not within 2 minutes of failure, silently useless."""
+        if not self.cap:
+            return
+        same = units[1:] == units[:-1]
+        steps = np.diff(times.astype(float))[same]
+        steps = steps[steps > 0]
+        if not len(steps):
+            return
+        step = float(np.median(steps))
+        if self.cap >= MIN_CAP_STEPS * step * (1 - 1e-9):
+            return
+        raise InvalidParameterError(
+            f"RULModel's cap {self.cap:g} is in the units of the time column "
+            f"{self.time_column!r}, whose rows are {_num(step)} apart (median step), so it "
+            f"spans {self.cap / step:.3g} step(s): the model would learn the RUL only over "
+            f"each unit's last {math.floor(self.cap / step) + 1} row(s) and predict 'at least "
+            f"{self.cap:g}' for every other. Give a cap of at least {MIN_CAP_STEPS} steps, in "
+            f"the time column's units: e.g. cap={_num(125 * step)} (125 steps; --cap "
+            f"{_num(125 * step)} for 'edgewise train rul').",
+            field="cap", value=self.cap)
+
+    @staticmethod
+    def _refuse_spoilt_sensors(X: pd.DataFrame, taken: set[str]) -> None:
+        """Refuse a column that is numbers but for some cells (``ERR``, ``---``, ``OVL`` from
+        a logger): read as text, it was no sensor by default, so the model was silently
+        fitted without it (a fleet's only wear sensor with one ``ERR`` in 2,707 cells:
+        trained on the unit's age and noise, no word said). A column most of whose filled
+        cells are no numbers (a site name, a date) is still no sensor."""
+        for c in X.columns:
+            if c in taken or pd.api.types.is_numeric_dtype(X[c]) or (X.columns == c).sum() > 1:
+                continue
+            cells = X[c][X[c].notna()]
+            cells = cells[cells.astype(str).str.strip() != ""]
+            try:
+                n_num = int(pd.to_numeric(cells, errors="coerce").notna().sum())
+            except (TypeError, ValueError):  # cells of objects pandas cannot read as numbers
+                continue
+            if 0 < n_num < len(cells) and 2 * n_num >= len(cells):
+                raise InvalidParameterError(
+                    f"Column {str(c)!r} holds numbers, but not in every filled cell: "
+                    f"{_first_text(X[c])} ({len(cells) - n_num:,} of {len(cells):,} are no "
+                    "number), so RULModel would leave this sensor out unsaid. Blank or fix those "
+                    "cells, or leave the column out by naming the sensors to use "
+                    "(sensor_columns; --sensor-columns).",
+                    field=str(c), value=len(cells) - n_num)
 
     def _name_constant_sensors(self) -> None:
         """Name in ``left_out_`` each sensor the normaliser dropped (fewer than
@@ -1003,6 +1066,21 @@ def _z(norm: ConditionNormalizer, settings: np.ndarray | None, sensors: np.ndarr
     when the model found several regimes), which no regime's mean and spread describe."""
     z = norm.transform(settings, sensors)
     return np.where(np.isnan(z), 0.0, z)
+
+
+def _first_text(column: pd.Series) -> str:
+    """Where a column that should be numbers first holds something else, and what (a CSV
+    cell such as ``ERR`` in 20,000 rows was not named at all).
+
+    >>> _first_text(pd.Series(["1.5", None, "ERR"], name="temp"))
+    "'temp' has 'ERR' in row 3"
+    """
+    num = pd.to_numeric(column, errors="coerce")
+    odd = (num.isna() & column.notna()).to_numpy()
+    if not odd.any():
+        return f"{str(column.name)!r} is of type {column.dtype}, not numbers"
+    at = int(np.flatnonzero(odd)[0])
+    return f"{str(column.name)!r} has {column.iloc[at]!r} in row {at + 1}"
 
 
 def _tolerance(value: float, step: float) -> float:
