@@ -184,3 +184,28 @@ def test_csv_rows_skipped_for_their_time_are_said_once_per_kind_not_per_row(tmp_
     assert got == [{"temp_c": 21.5}]
     said = [(e["line"], e["value"]) for e in _events(caplog, "bad_input")]
     assert said == [(2, "2024-01-31 12:00:00"), (202, "1999-12-31T23:59:59Z")]
+
+
+def test_a_detector_save_cut_short_leaves_no_temp_behind(tmp_path: Path) -> None:
+    """Check a ``.detectors.pickle.<pid>.<tid>.<hex>.tmp`` left by a kill mid-save (one
+    more at every such crash, never removed) is removed when the agent starts, while a
+    file of another name and a link are left alone."""
+    from edgewise.edge.agent import Agent
+
+    state = tmp_path / "state"
+    a = Agent("http://127.0.0.1:9", "pump-7", "s", state)
+    a.close()
+    stale = state / ".detectors.pickle.4242.139872.0badcafe.tmp"
+    stale.write_bytes(b"x" * 4096)
+    mine = state / ".detectors.pickle.notes.tmp"
+    mine.write_bytes(b"keep")
+    target = tmp_path / "elsewhere.tmp"
+    target.write_bytes(b"not the agent's")
+    link = state / ".detectors.pickle.4243.1.deadbeef.tmp"
+    link.symlink_to(target)
+    b = Agent("http://127.0.0.1:9", "pump-7", "s", state)
+    try:
+        assert not stale.exists()
+        assert mine.exists() and link.is_symlink() and target.read_bytes() == b"not the agent's"
+    finally:
+        b.close()

@@ -1316,6 +1316,9 @@ _SLOT_TEMP = re.compile(r"\.(?:model-\d+-[0-9a-f]{16}\.bin|current\.json|history
                         r"\.(?P<pid>\d+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
+#: The temporary files of :meth:`Agent.save_detectors` (``write_private``'s names).
+_DETECTORS_TEMP = re.compile(r"\.detectors\.pickle\.\d+\.\d+\.[0-9a-f]{8}\.tmp")
+
 #: A model file of the slot: ``model-<release>-<16 hex of its sha256>.bin``.
 _SLOT_MODEL = re.compile(r"model-\d+-[0-9a-f]{16}\.bin")
 
@@ -2553,6 +2556,8 @@ class Agent:
         self._save_failed_logged = False
         self._closed = False
         self._load_model()
+        if self.slot.exclusive:  # nobody else writes here: every such temp is a leftover
+            self._remove_detector_temps()
         self._restore_detectors()
 
     # -- models --------------------------------------------------------------------------------
@@ -2715,6 +2720,30 @@ class Agent:
             return False
         self._save_failed_logged = False
         return True
+
+    def _remove_detector_temps(self) -> None:
+        """Remove the temporary files of detector saves that never finished (a kill or a
+        power loss mid-write: ``.detectors.pickle.<pid>.<tid>.<hex>.tmp``, the size of the
+        state, which nothing else removes, one more at each such crash); logged
+        (``detector_temp_removed``). Regular files only: a link is neither followed nor
+        removed."""
+        try:
+            entries = list(os.scandir(self.dir))
+        except OSError:
+            return
+        for entry in entries:
+            if not _DETECTORS_TEMP.fullmatch(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+            except OSError:
+                continue
+            log.info(json.dumps({"event": "detector_temp_removed", "path": entry.path,
+                                 "bytes": size, "detail": "left by a detector save that did "
+                                 "not finish (a power loss or a kill mid-write)"}))
 
     def _restore_detectors(self) -> None:
         """Take up the local detectors' state :meth:`save_detectors` saved, where it was
