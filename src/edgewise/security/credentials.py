@@ -408,6 +408,16 @@ def _parse_head(expect: str) -> tuple[int, str]:
             f"hex characters), as verify prints it. Got {expect!r} instead.",
             field="expect", value=expect,
         )
+    # no entry id is past SQLite's 2**63 - 1: one past it was reported as a log whose newest
+    # entries were deleted, and one of over 4300 digits was int()'s ValueError (a traceback)
+    entry_id = entry_id.lstrip("0") or "0"
+    if len(entry_id) > 19 or int(entry_id) > 2**63 - 1:
+        raise InvalidParameterError(
+            f"The expected audit head's entry id must be 0 to {2**63 - 1} (SQLite's largest "
+            f"id), as verify prints it; got one of {len(entry_id)} digits "
+            f"({entry_id[:24]}{'...' if len(entry_id) > 24 else ''}).",
+            field="expect", value=expect[:100],
+        )
     return int(entry_id), digest
 
 

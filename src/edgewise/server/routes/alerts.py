@@ -390,7 +390,8 @@ def decode_cursor(cursor: str) -> tuple[int, int, str]:
     key = cursor_key(cursor)
     if (isinstance(key, list) and len(key) == 3
             and all(type(x) is int and x in _INT64 for x in key[:2])
-            and isinstance(key[2], str) and key[2]):
+            and isinstance(key[2], str) and key[2] and storable(key[2])):
+        # an id with a NUL or a lone surrogate is no alert's: it went to the store, a 503
         return key[0], key[1], key[2]
     raise bad_cursor(cursor, CURSOR_ALLOWED)
 

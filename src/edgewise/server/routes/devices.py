@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, StoreError
 from edgewise.label.store import LabelsBusyError
+from edgewise.security.credentials import check_device_name
 from edgewise.server.deps import (
     Admin,
     PipelineDep,
@@ -271,6 +272,10 @@ def add_device(
     body: NewDevice, who: Admin, security: SecurityDep, store: StoreDep,
 ) -> dict[str, str]:
     """Register a device. The secret is in this answer only; only its hash is kept."""
+    try:  # before the store is asked about it: a name with a NUL was its 503
+        check_device_name(body.name)
+    except InvalidParameterError as exc:
+        raise _bad_name(body.name, exc) from None
     if security.has_device(body.name):
         raise _exists(body.name)
     stored = store.has_device_data(body.name)
@@ -306,6 +311,15 @@ def add_device(
         ) from None
     return {"id": device_id, "name": body.name, "secret": secret,
             "groups": security.device_groups(device_id)}
+
+
+def _bad_name(name: str, exc: InvalidParameterError) -> Problem:
+    """The 422 for a device name that is no valid device id (``exc`` says why)."""
+    return Problem(
+        422, "Invalid device name", str(exc), field="name", value=name,
+        allowed="1-64 letters, digits, '_', '.', '-', starting with a letter or digit",
+        reason="bad_device",
+    )
 
 
 def _exists(name: str) -> Problem:

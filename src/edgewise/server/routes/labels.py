@@ -52,7 +52,7 @@ from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.label.store import DeviceDeletion, LabelsBusyError, LabelStore, deleted_devices
 from edgewise.label.strategies import STRATEGIES
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
-from edgewise.server.problems import Problem, shorten
+from edgewise.server.problems import Problem, shorten, storable
 from edgewise.server.query import (
     bad_cursor,
     cursor_key,
@@ -372,7 +372,9 @@ def decode_cursor(cursor: str, history: bool) -> Any:
     if history and isinstance(key, list) and len(key) == 1 and _ints(key):
         return key[0]
     if (not history and isinstance(key, list) and len(key) == 4 and isinstance(key[0], str)
-            and key[0] and _ints(key[1:])):
+            and key[0] and storable(key[0]) and _ints(key[1:])):
+        # a device id with a lone surrogate failed in the label store (a 500), one with a
+        # NUL is no device's
         return key[0], key[1], key[2], key[3]
     raise bad_cursor(cursor, CURSOR_ALLOWED)
 
