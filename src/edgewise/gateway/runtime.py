@@ -317,7 +317,8 @@ class Gateway:
 
             return ExternalBroker(self.handle, s.mqtt, count=count,
                                   data_dir=s.data_dir, known_device=self.security.has_device,
-                                  max_payload_bytes=s.max_payload_bytes)
+                                  max_payload_bytes=s.max_payload_bytes,
+                                  max_queued_bytes=s.mqtt_max_queued_bytes or None)
         raise ConfigError(
             f"Setting 'mqtt' has value {shown_url(s.mqtt)!r}. Use 'embedded' or "
             "'mqtt://HOST:PORT'."

@@ -39,6 +39,10 @@ class Batcher:
         Coroutine called with ``(messages, exception)`` when the commit raised.
     max_batch
         Most messages per commit.
+    max_batch_bytes
+        A commit takes no more messages once it holds this many payload bytes (``None``:
+        no bound; one message over it is committed alone), so that one commit, which a
+        stop waits for, stays short however large the backlog's messages are.
     max_queued_bytes, max_device_bytes
         The payload bytes that may wait for a commit, in all and per device (``None``: no
         bound): :meth:`put_wait` waits while the queue (or the message's device's part of
@@ -70,9 +74,11 @@ class Batcher:
         max_batch: int = 4000,
         max_queued_bytes: int | None = None,
         max_device_bytes: int | None = None,
+        max_batch_bytes: int | None = None,
     ) -> None:
         for name, value in (("max_queued_bytes", max_queued_bytes),
-                            ("max_device_bytes", max_device_bytes)):
+                            ("max_device_bytes", max_device_bytes),
+                            ("max_batch_bytes", max_batch_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
                 raise ValueError(f"The {name!r} parameter of Batcher must be an int in the "
@@ -83,6 +89,7 @@ class Batcher:
         self.max_batch = max_batch
         self.max_queued_bytes = math.inf if max_queued_bytes is None else max_queued_bytes
         self.max_device_bytes = math.inf if max_device_bytes is None else max_device_bytes
+        self.max_batch_bytes = math.inf if max_batch_bytes is None else max_batch_bytes
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         #: payload bytes queued, in all and per device (only devices with some queued)
         self._bytes = 0
@@ -160,12 +167,15 @@ class Batcher:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self.max_batch and not self._queue.empty():
+            size = len(first.payload)
+            while (len(batch) < self.max_batch and size < self.max_batch_bytes
+                   and not self._queue.empty()):
                 m = self._queue.get_nowait()
                 if m is None:
                     stop = True
                     break
                 batch.append(m)
+                size += len(m.payload)
             for m in batch:
                 self._taken(m)
             await self._wake()
@@ -206,13 +216,24 @@ class Batcher:
         second, out2 = await self._commit(loop, batch[mid:])
         return first + second, out1 + out2
 
-    async def stop(self) -> None:
+    async def stop(self, *, drop_queued: bool = False) -> list[Message]:
         """Commit what is queued, then stop; a :meth:`put_wait` still waiting for room
-        returns ``False``."""
+        returns ``False``. With ``drop_queued`` only the batch being committed is finished:
+        what waits behind it is dropped, uncommitted, and returned (for a caller whose
+        messages are sent again when not acknowledged: an external broker's persistent
+        session), so that a stop does not wait for a backlog's commits. Returns the
+        messages dropped (none without ``drop_queued``)."""
         self._closed = True
+        dropped: list[Message] = []
+        while drop_queued and not self._queue.empty():
+            m = self._queue.get_nowait()
+            if m is not None:
+                self._taken(m)
+                dropped.append(m)
         await self._wake()
         if self._task is not None:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
         self._pool.shutdown(wait=True)
+        return dropped

@@ -435,6 +435,17 @@ class ExternalBroker:
         retained copy replayed at a subscribe; see the module docstring). ``False`` for
         a broker that sets the flag on what it queued for the session (amqtt: the
         embedded broker's internal subscriber, whose broker retains nothing).
+    max_queued_bytes
+        The payload bytes of received messages the gateway may hold until their commit
+        (``None``: 64 MiB), a quarter of it per device. QoS 1 messages are bounded by the
+        broker, which sends no more than it queued for the gateway's session before their
+        PUBACKs (Mosquitto: ``max_queued_messages``, 1,000; it sends them all at once when
+        its in-flight window frees), and are never dropped here; QoS 0 ones are not
+        bounded there, so a QoS 0 message of a device holding its quarter (or once all
+        devices hold it all) is dropped on arrival, counted in
+        ``edgewise_messages_refused_total{reason="overloaded"}``; its device's ack does not
+        move, and it resends. Before, a device publishing at QoS 0 faster than the store
+        committed (or while it was stalled) grew the gateway's memory without end.
 
     Examples
     --------
@@ -455,7 +466,14 @@ class ExternalBroker:
         retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
         max_payload_bytes: int | None = None,
         drop_retained: bool = True,
+        max_queued_bytes: int | None = None,
     ) -> None:
+        if max_queued_bytes is not None and (isinstance(max_queued_bytes, bool) or not
+                                             isinstance(max_queued_bytes, int)
+                                             or max_queued_bytes < 4):
+            raise ValueError("The 'max_queued_bytes' parameter of ExternalBroker must be an "
+                             f"int in the range [4, inf) or None. Got {max_queued_bytes!r} "
+                             "instead.")
         if any(not (isinstance(d, int | float) and d >= 0) for d in retry_delays):
             raise ValueError("The 'retry_delays' parameter of ExternalBroker must be a "
                              f"sequence of seconds >= 0. Got {retry_delays!r} instead.")
@@ -471,12 +489,19 @@ class ExternalBroker:
         self.retry_delays = tuple(float(d) for d in retry_delays)
         self.max_payload_bytes = max_payload_bytes
         self.drop_retained = drop_retained
+        self.max_queued_bytes = max_queued_bytes or self.MAX_QUEUED_BYTES
+        self.max_device_bytes = self.max_queued_bytes // 4
+        # payload bytes received and not yet committed or given up on, in all and per
+        # device (paho's thread adds, the loop takes away: under _held_lock)
+        self._held_lock = threading.Lock()
+        self._held = 0
+        self._held_by: dict[str, int] = {}
         self._id_lock: int | None = None  # the flock on the client id file (start to stop)
         # when each kind of failure (_log_failure's key) was last logged
         self._logged_at: dict[str, float] = {}
         self._retain_warned: set[str] = set()  # devices whose retained message was logged
         self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
-                               max_batch=max_batch)
+                               max_batch=max_batch, max_batch_bytes=self.MAX_BATCH_BYTES)
         # the connection a message came on: bumped at each connect and each disconnect,
         # under _ack_lock, so no PUBACK of an earlier connection's message goes out later
         self._epoch = 0
@@ -491,7 +516,14 @@ class ExternalBroker:
         self._connected_at: float | None = None
         self._cut_short: deque[float] = deque()
         self._takeover_warned = -1e9
+        # the latest acks and dead letters published, and closes of a connection while one
+        # of them was unconfirmed (see _cut_on_publish)
+        self._sent_out: deque[tuple[str, mqtt.MQTTMessageInfo]] = deque(maxlen=self.SENT_KEPT)
+        self._cut_on_info: mqtt.MQTTMessageInfo | None = None  # unconfirmed at the last close
+        self._cut_on_out = 0  # closes in a row with that one unconfirmed
+        self._cut_on_out_warned = -1e9
         self._stopping = False
+        self._closing = False  # set as stop() begins: messages are no longer taken
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._sub_mid: int | None = None
@@ -531,6 +563,91 @@ class ExternalBroker:
         c.on_message = self._on_message
         self.client = c
 
+    #: The default of ``max_queued_bytes`` (the embedded broker's, too).
+    MAX_QUEUED_BYTES = 64 * 1024 * 1024
+
+    #: Payload bytes past which a commit takes no more messages: :meth:`stop` waits for
+    #: the commit under way, which took every message queued behind the one before
+    #: (Mosquitto sends its whole queue for the gateway at once when the gateway's PUBACKs
+    #: free its in-flight window: 980 messages of 250 readings, a 27 s commit and stop).
+    MAX_BATCH_BYTES = 1024 * 1024
+
+    def _hold(self, device: str, size: int, qos: int) -> bool:
+        """Count ``size`` payload bytes of ``device`` as held until their commit; a QoS 0
+        message is refused (``False``) while its device holds ``max_device_bytes`` or all
+        devices ``max_queued_bytes`` (one over the bound alone goes through)."""
+        with self._held_lock:
+            if not qos and (self._held >= self.max_queued_bytes
+                            or self._held_by.get(device, 0) >= self.max_device_bytes):
+                return False
+            self._held += size
+            self._held_by[device] = self._held_by.get(device, 0) + size
+            return True
+
+    def _let_go(self, device: str, size: int) -> None:
+        """``size`` bytes of ``device`` are committed or given up on: no longer held."""
+        with self._held_lock:
+            self._held = max(0, self._held - size)
+            left = self._held_by.get(device, 0) - size
+            if left > 0:
+                self._held_by[device] = left
+            else:
+                self._held_by.pop(device, None)
+
+    def held_bytes(self, device_id: str | None = None) -> int:
+        """Payload bytes received and not yet committed, in all or of ``device_id``."""
+        with self._held_lock:
+            return self._held if device_id is None else self._held_by.get(device_id, 0)
+
+    def _send(self, topic: str, payload: str | bytes, *, retain: bool = False
+              ) -> mqtt.MQTTMessageInfo:
+        """Publish an ack or dead letter at QoS 1, kept (the last ``SENT_KEPT``) so that a
+        broker closing the connection on it can be told apart (:meth:`_cut_on_publish`)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        self._sent_out.append((topic, info))
+        return info
+
+    #: How many of the latest acks and dead letters are kept for :meth:`_cut_on_publish`.
+    SENT_KEPT = 64
+
+    def _cut_on_publish(self) -> bool:
+        """The connection was closed by the broker (not at stop): whether an ack or dead
+        letter the gateway published was unconfirmed at this close and the one before (paho
+        sends it again at each reconnect): then it is no session takeover (``True``), and
+        at the ``TAKEOVER_COUNT``-th such close in a row it is logged, once every
+        ``TAKEOVER_WARN_EVERY_S``, that the broker closes the connection on it.
+
+        Brokers that close a connection on a publish its ACL refuses (HiveMQ, EMQX with
+        ``deny_action = disconnect``, AWS IoT; Mosquitto drops it without a word) did so on
+        the gateway's first ack, and on the same ack again, which paho sends anew at every
+        reconnect, at once: the gateway reconnected for ever (76 times in 8 s), received
+        nothing more for any device, committed the same message again at each connection,
+        and logged a session takeover or a TLS port spoken to in clear."""
+        pending = next(((t, info) for t, info in list(self._sent_out)
+                        if not _confirmed(info)), None)
+        if pending is None or pending[1] is not self._cut_on_info:
+            # a new one: counted from here (a takeover loop, or a broker restarting, lets
+            # the gateway's publishes through between closes)
+            self._cut_on_info = None if pending is None else pending[1]
+            self._cut_on_out = 1 if pending is not None else 0
+            return False
+        self._cut_on_out += 1  # the same one unconfirmed at two closes: not a takeover
+        if self._cut_on_out < self.TAKEOVER_COUNT:
+            return True
+        now = time.monotonic()
+        if now - self._cut_on_out_warned >= self.TAKEOVER_WARN_EVERY_S:
+            self._cut_on_out_warned = now
+            log.error(
+                "MQTT broker %s closed the gateway's connection %d times in a row, each time "
+                "with the gateway's publish on %s unconfirmed: the broker most likely refuses "
+                "the gateway's user to write %s and %s (its ACL), and closes the connection on "
+                "it rather than dropping the message. Nothing more is received for any device "
+                "until that is allowed (paho sends that message again at each reconnect). Let "
+                "the gateway's user write both (Mosquitto: 'topic write %s'; see the README).",
+                self._where(), self._cut_on_out, _shown_topic(pending[0]),
+                self._topic("+", "ack"), self._topic("+", "deadletter"), self._topic("+", "ack"))
+        return True
+
     def count(self, name: str, value: float = 1.0, **labels: str) -> None:
         if self._count is not None:
             self._count(name, value, **labels)
@@ -545,7 +662,10 @@ class ExternalBroker:
         self._lock_id_file()  # before connecting: a second gateway must not take the session
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._closing = False
         self._refused, self._lost_at, self._lost_whys = None, None, set()
+        with self._held_lock:  # what a stop left uncommitted the broker sends again
+            self._held, self._held_by = 0, {}
         await self.batcher.start()
         self.client.connect_async(self.cfg["host"], self.cfg["port"], keepalive=30)
         self.client.loop_start()
@@ -558,12 +678,23 @@ class ExternalBroker:
                 f"({self._refused or 'no answer'}).", host=host, port=port)
 
     async def stop(self) -> None:
-        """Commit what has arrived, ack it, disconnect (the broker keeps the session and
-        sends again what was not acked, messages waiting for a new try included)."""
+        """Finish the commit under way, ack it, disconnect. What arrived and waits behind
+        that commit is left uncommitted and unacknowledged, as is what arrives meanwhile:
+        the broker keeps the session and sends again what was not acked (messages waiting
+        for a new try included), and a QoS 0 message's device resends it, its ack not
+        having moved. Committing that backlog first held the stop for as long as its
+        commits took, and then their detection (1,000 messages of 250 readings sent at
+        once, SIGINT 3 s later: 706 more messages committed, a 19-27 s stop, past ``docker
+        stop``'s 10 s and its SIGKILL; now 0.7 s for this part, ``MAX_BATCH_BYTES``)."""
+        self._closing = True  # _on_message takes nothing more
         for handle in self._retries:
             handle.cancel()
         self._retries.clear()
-        await self.batcher.stop()
+        dropped = await self.batcher.stop(drop_queued=True)
+        if dropped:
+            log.info("gateway stopping: %d MQTT messages received but not yet committed "
+                     "are left unacknowledged (the broker sends them again at the next "
+                     "start; QoS 0 ones are resent by their devices)", len(dropped))
         self._stopping = True
         self._gone.clear()
         connected = self.client.is_connected()
@@ -693,6 +824,8 @@ class ExternalBroker:
         since, self._connected_at = self._connected_at, None
         if self._stopping:
             return
+        if since is not None and self._cut_on_publish():  # logged there: not a takeover
+            return
         if since is None:  # closed before the CONNACK: a TLS port spoken to in clear, say
             if not (self._refused or "").startswith("it refused"):  # no CONNACK came
                 self._refused = ("it closed the connection without answering the MQTT "
@@ -778,10 +911,15 @@ class ExternalBroker:
         cannot be handled is acknowledged, counted (``edgewise_messages_refused_total{
         reason="internal"}``) and logged; its device, its ack not having moved, resends
         it."""
+        if self._closing:  # not acknowledged: the broker sends it again at the next start
+            return
         try:
             received_ns = time.time_ns()
             device = self._refused_here(client, msg)
             if device is None:
+                return
+            if not self._hold(device, len(msg.payload), msg.qos):
+                self._drop_overloaded(msg, device)
                 return
         except Exception as exc:
             self._not_handled(client, msg, exc)
@@ -793,9 +931,23 @@ class ExternalBroker:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self.batcher.put, m)
         except Exception as exc:  # not acknowledged: the broker sends it again
+            self._let_go(device, len(msg.payload))
             self._log_failure("an MQTT message could not be queued for its commit (not "
                               "acknowledged: the broker sends it again at the next connect)",
                               exc)
+
+    def _drop_overloaded(self, msg: mqtt.MQTTMessage, device: str) -> None:
+        """Drop a QoS 0 message that came while its device (or all) held their bound of
+        uncommitted bytes (see ``max_queued_bytes``): counted, logged at most every 10 s."""
+        self.count("edgewise_messages_refused_total", reason="overloaded")
+        self._log_failure(
+            f"MQTT QoS 0 message of {device!r} ({len(msg.payload)} bytes) dropped: the "
+            f"gateway holds {self.held_bytes(device)} bytes of that device's messages "
+            f"({self.held_bytes()} in all) not yet committed, its bound being "
+            f"{self.max_device_bytes} per device and {self.max_queued_bytes} in all (the "
+            "store is slower than what is sent); its ack does not move and the device "
+            "resends it (edgewise_messages_refused_total{reason=\"overloaded\"}). Publish "
+            "telemetry at QoS 1, which the broker holds back instead", key="overloaded")
 
     def _refused_here(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> str | None:
         """Refuse ``msg`` (acknowledged last, after all else) if it is to be: a topic whose
@@ -819,10 +971,10 @@ class ExternalBroker:
             return None
         if self.known_device is not None and not self.known_device(device):
             self.count("edgewise_messages_deadlettered_total", reason="unknown_device")
-            client.publish(self._topic(device, "deadletter"), json.dumps({
+            self._send(self._topic(device, "deadletter"), json.dumps({
                 "reason": "unknown_device", "field": "device", "value": device, "index": None,
                 "detail": f"Device {device!r} is not registered; run 'edgewise device add'.",
-            }), qos=1)
+            }))
             client.ack(msg.mid, msg.qos)
             return None
         limit = self.max_payload_bytes
@@ -835,7 +987,7 @@ class ExternalBroker:
                                    reason="too_large").to_problem()
             self.count("edgewise_readings_rejected_total", reason="too_large")
             self.count("edgewise_messages_deadlettered_total", reason="too_large")
-            client.publish(self._topic(device, "deadletter"), json.dumps(problem), qos=1)
+            self._send(self._topic(device, "deadletter"), json.dumps(problem))
             client.ack(msg.mid, msg.qos)
             return None
         return device
@@ -858,12 +1010,12 @@ class ExternalBroker:
             parts = topic.split("/")
             device = parts[-2] if len(parts) >= 3 else ""
             if DEVICE_ID_RE.fullmatch(device):
-                client.publish(self._topic(device, "deadletter"), json.dumps({
+                self._send(self._topic(device, "deadletter"), json.dumps({
                     "reason": "internal", "field": "payload", "value": None, "index": None,
                     "detail": f"The gateway could not handle this message ({type(exc).__name__}"
                               f": {str(exc)[:200]}); nothing of it was stored and its ack did "
                               "not move. Send it again later.",
-                }), qos=1)
+                }))
         except Exception as again:
             self._log_failure("its dead letter could not be sent", again)
         try:
@@ -921,19 +1073,19 @@ class ExternalBroker:
             self.cfg["host"], self.cfg["port"], msg.topic, len(msg.payload), msg.topic)
 
     async def _after_commit(self, messages: list[Message], outcomes: list[Outcome]) -> None:
+        for m in messages:  # committed: first, so that nothing below can leave them held
+            self._let_go(m.device_id, len(m.payload))
         best: dict[str, int] = {}
         for o in outcomes:
             for p in o.deadletters:
                 self.count("edgewise_messages_deadlettered_total", reason=str(p.get("reason")))
-                self.client.publish(self._topic(o.device_id, "deadletter"),
-                                    json.dumps(p, default=str), qos=1)
+                self._send(self._topic(o.device_id, "deadletter"), json.dumps(p, default=str))
             if o.ack_seq is not None:
                 best[o.device_id] = max(best.get(o.device_id, 0), o.ack_seq)
         for device, w in best.items():
             if self.known_device is not None and not self.known_device(device):
                 continue  # deleted meanwhile: a retained ack would outlive it (forget_device)
-            self.client.publish(self._topic(device, "ack"), json.dumps({"seq": w}),
-                                qos=1, retain=True)
+            self._send(self._topic(device, "ack"), json.dumps({"seq": w}), retain=True)
         for m in messages:  # PUBACK to the broker only now that the batch is committed
             self._puback(m)
 
@@ -955,13 +1107,14 @@ class ExternalBroker:
                       m.device_id, tries + 1, exc, reason)
             self.count("edgewise_messages_deadlettered_total", reason=reason)
             waited = sum(self.retry_delays)
-            self.client.publish(self._topic(m.device_id, "deadletter"), json.dumps({
+            self._send(self._topic(m.device_id, "deadletter"), json.dumps({
                 "reason": reason, "field": "payload", "value": None, "index": None,
                 "detail": f"The gateway could not commit this message in {tries + 1} tries "
                           f"over {waited:g} s ({type(exc).__name__}: {str(exc)[:200]}); "
                           "nothing of it was stored and its ack did not move. Send it again "
                           "later.",
-            }), qos=1)
+            }))
+            self._let_go(m.device_id, len(m.payload))
             self._puback(m)
 
     def _retry_later(self, delay: float, message: Message) -> None:
@@ -1076,6 +1229,16 @@ def _log_callback_errors(client: mqtt.Client, userdata: Any, level: int, buf: st
     the client's callbacks) is logged, as an error."""
     if level == mqtt.MQTT_LOG_ERR and buf.startswith("Caught exception"):
         log.error("MQTT client: %s (the client goes on)", buf)
+
+
+def _confirmed(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker confirmed the QoS 1 publish of ``info`` (PUBACK). paho's
+    ``is_published`` raises for one made while the connection was down (``rc`` no
+    connection), which paho sends all the same once it reconnects: read its flag then."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return bool(getattr(info, "_published", False))
 
 
 def _unconfirmed(info: mqtt.MQTTMessageInfo, timeout: float) -> str | None:
