@@ -1758,7 +1758,10 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
     log is corrupt, the intact part before it is replayed (DuckDB keeps only the complete,
     committed transactions of a cut log), so the readings committed before the damage are
     kept. What came after the damage is lost; DuckDB cannot read it, so ``lost_rows`` is
-    ``None`` and the message says the number is unknown.
+    ``None`` and the message says the number is unknown. The intact part replaces the log
+    by one rename, written and synced first: a repair that cannot write it (a full disk)
+    changes nothing and raises a StoreError saying so, and one killed midway leaves the
+    log whole (run it again), never a copy cut short.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "ew.duckdb"
@@ -1787,6 +1790,46 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
         raise _repair_in_use(p, exc.pid, gateway=False) from None
     finally:
         _drop_lock(fd, p)
+
+
+def _put_intact_part(p: Path, wal: Path, moved: Path, cut: int) -> None:
+    """Replace the log ``wal`` of the store ``p`` by its first ``cut`` bytes, keeping the
+    whole log as ``moved``; on failure nothing is changed and a StoreError says why."""
+    part = wal.with_name(f"{wal.name}.repair-part")
+    whole = wal.with_name(f"{wal.name}.repair-whole")
+    try:
+        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(wal, "rb") as src, os.fdopen(out, "wb") as dst:
+            left = cut
+            while left:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    raise OSError(f"the log ended at {cut - left} bytes, before {cut}")
+                dst.write(chunk)
+                left -= len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        whole.unlink(missing_ok=True)  # one a crash left
+        try:
+            os.link(wal, whole)  # the whole log, kept without copying a byte
+        except OSError:  # a file system without hard links: a copy
+            shutil.copyfile(wal, whole)
+            with open(whole, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(whole, moved)
+        os.replace(part, wal)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        whole.unlink(missing_ok=True)
+        if wal.exists() and wal.stat().st_size > cut:  # the log is still whole in its place
+            moved.unlink(missing_ok=True)
+        raise StoreError(
+            f"Repair of {p} could not put the intact part of its write-ahead log "
+            f"({cut} bytes) in place of the log {str(wal)!r}: "
+            f"{exc.strerror or exc} ({getattr(exc, 'filename', None) or part}). Nothing was "
+            f"changed; free disk space in {str(p.parent)!r} and run the repair again."
+        ) from exc
+    sync_folder(p.parent)
 
 
 def _repair_in_use(path: Path, pid: str, *, gateway: bool = True) -> StoreLockedError:
@@ -1823,19 +1866,23 @@ def _repair_held(p: Path, fd: int) -> RepairReport:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     moved = wal.with_name(f"{wal.name}.broken-{stamp}")
     size = wal.stat().st_size if wal.exists() else 0
-    if wal.exists():
-        os.replace(wal, moved)
-        make_private(moved)  # a log an older version made 0644: it holds readings
     m = re.search(r"byte position (\d+)", cause)
     cut = int(m.group(1)) if m else None
+    replay = wal.exists() and cut is not None and 0 < cut < size
+    if replay and cut is not None:
+        # The log stays whole in its place until its intact part, written and synced
+        # beside it, replaces it by one rename (the whole log kept by a second link):
+        # a crash or a full disk midway leaves the log as it was, never a copy cut short,
+        # whose tail DuckDB would drop without a word at the next open
+        _put_intact_part(p, wal, moved, cut)
+    elif wal.exists():
+        os.replace(wal, moved)
+        sync_folder(p.parent)
+    if moved.exists():
+        make_private(moved)  # a log an older version made 0644: it holds readings
     kept_note = "nothing of it could be replayed"
     store = None
-    if cut is not None and 0 < cut < size:
-        out = os.open(wal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with open(moved, "rb") as src, os.fdopen(out, "wb") as dst:
-            dst.write(src.read(cut))
-            dst.flush()
-            os.fsync(dst.fileno())
+    if replay:
         try:
             store = DuckDBStore(p, _held_lock=fd)
             kept_note = (f"its first {cut} bytes (the transactions committed before the damage) "
