@@ -56,7 +56,7 @@ from edgewise._private import write_private
 from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
-from edgewise.errors import ConfigError, PayloadError, RateLimitError
+from edgewise.errors import ConfigError, PayloadError, RateLimitError, StoreError
 from edgewise.gateway.cross_sensor import STATE_VERSION, CrossSensorGate
 from edgewise.gateway.fast_streams import FastStreamGate
 from edgewise.gateway.label_sync import LabelSync
@@ -264,6 +264,9 @@ class Pipeline:
         self.settings = settings
         self.security = security
         self.metrics = Metrics()
+        #: why the last telemetry commit failed, while no commit has succeeded since (None:
+        #: the last one succeeded); ``/healthz`` answers 503 with it
+        self.commit_failing: str | None = None
         self.detector_factory = detector_factory or per_metric_factory(settings.detector)
         self.multivariate_factory = multivariate_factory
         self.late_horizon_ns = int(late_horizon_s * 1e9)
@@ -582,7 +585,12 @@ class Pipeline:
                         self._count(counts, len(items), via)
                         return out
                 told = self._told_before(maybe, out)
-                res = self.store.append(readings, seqs or None)
+                try:
+                    res = self.store.append(readings, seqs or None)
+                except StoreError as exc:  # /healthz says so until a commit succeeds
+                    self.commit_failing = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    raise
+                self.commit_failing = None
             except BaseException:  # nothing committed: the device's tokens go back
                 for device_id, n in taken.items():
                     self.rate_limiter.refund(device_id, n)
