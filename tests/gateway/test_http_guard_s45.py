@@ -41,8 +41,12 @@ class Served:
         guard = guarded_http_protocol(
             AutoHTTPProtocol, idle_s=0.6, max_total=6, max_per_source=3,
             count=lambda name, reason: self.counted.append(reason))
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", http=guard))
+        self.start(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                  http=guard))
+
+    def start(self, config: uvicorn.Config) -> None:
+        """Run ``config``'s server on a thread until it has started."""
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,10 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from edgewise.gateway.http_guard import guarded_http_protocol, guarded_tls_protocol
 from tests.conftest import free_port, self_signed_cert
-from tests.gateway.test_http_guard_s45 import _open
+from tests.gateway.test_http_guard_s45 import Served, _open
 
 
-class ServedTLS:
+class ServedTLS(Served):
     """A real uvicorn HTTPS server with the guard (idle 0.6 s, 6 open, 3 not begun per
     source), TLS done by the guard's factory as the gateway does it."""
 
@@ -51,24 +50,11 @@ class ServedTLS:
         config.http_protocol_class = guarded_tls_protocol(  # type: ignore[assignment]
             config.http_protocol_class, config.ssl, idle_s=0.6)
         config.ssl = None
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.start(config)
 
     def get(self) -> Any:
         return httpx.get(f"https://127.0.0.1:{self.port}/", verify=str(self.cert),
                          timeout=5).json()
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
 
 
 @pytest.fixture
