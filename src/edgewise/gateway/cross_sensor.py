@@ -225,8 +225,8 @@ def _log_ok(dev: _Device) -> np.ndarray:
 def _features(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """The readings and their squares about ``ref``: a partner's square lets a quadratic
     law (head ~ speed²) be fitted over a wide range of operating points."""
-    c = x - ref
     with np.errstate(over="ignore"):  # a glitch near the float limits: inf, not learned
+        c = x - ref
         return np.concatenate([x, c * c])
 
 
@@ -399,8 +399,9 @@ class CrossSensorGate:
         if dev.coef is None or dev.sd is None:
             return False
         k = len(x)
-        margin = (_RANGE_MARGIN * (dev.shi - dev.slo)
-                  + _RANGE_SD * np.nan_to_num(dev.sd, nan=0.0))
+        with np.errstate(over="ignore"):  # a range of +-1e308: inf, nothing beyond it
+            margin = (_RANGE_MARGIN * (dev.shi - dev.slo)
+                      + _RANGE_SD * np.nan_to_num(dev.sd, nan=0.0))
         out = (x < dev.slo - margin) | (x > dev.shi + margin)
         if not out[i]:
             return False
@@ -441,9 +442,10 @@ class CrossSensorGate:
             # move is not taken for a glitch; and rows off for more than _GLITCH_RUN rows
             # in a row (a metric that held one value all along now moves) are its new
             # state: the gate never locks itself out of a device
-            span = dev.hi - dev.lo
-            off = not bool((np.abs(x - dev.mean[: len(x)]) <= _GLITCH_SD * span + _TINY)
-                           .all())
+            with np.errstate(over="ignore"):  # a reading near +-1e308: inf, off
+                span = dev.hi - dev.lo
+                off = not bool((np.abs(x - dev.mean[: len(x)]) <= _GLITCH_SD * span + _TINY)
+                               .all())
             dev.odd = dev.odd + 1 if off else 0
             ok = dev.odd == 0 or dev.odd > _GLITCH_RUN
         # a row is learned only when more than half the device's metrics (and at least
@@ -466,7 +468,10 @@ class CrossSensorGate:
         shadow = dev.shadow
         for model in (dev, shadow):
             if model is not None and model.pending is not None:
-                self._learn(model, model.pending)
+                # a row near the float limits overflows the moments: no RuntimeWarning (an
+                # error where warnings are), the model starts again just below
+                with np.errstate(over="ignore", invalid="ignore"):
+                    self._learn(model, model.pending)
                 model.pending = None
         if shadow is not None and shadow.n >= self.warmup:  # it takes over, alarms and all
             for m, i in dev.index.items():

@@ -181,12 +181,12 @@ class FastStreamGate:
                 if p ** (st.run - 1) < self.stuck_p:
                     gated = 1.0
                     st.fired = self.stuck_fired = True
-            st.repeats += repeat and learn  # a share of the learned readings, as n is
         else:
             st.run = 1
         st.last = x
-        if learn:
-            self._learn(st, x)
+        if learn and self._learn(st, x):
+            # a share of the learned readings, as n is (one left out, see _learn, is not)
+            st.repeats += st.n > 1 and st.run > 1
         return gated
 
     def needed_z(self, key: tuple[str, str]) -> float:
@@ -211,15 +211,28 @@ class FastStreamGate:
             k = max(k, _ND.inv_cdf(1.0 - p / 2.0))
         return k
 
-    def _learn(self, st: _Stream, x: float) -> None:
-        st.n += 1
+    def _learn(self, st: _Stream, x: float) -> bool:
+        """Learn ``x`` into the running mean and variance; whether it was (see below)."""
+        # a reading whose update would take the mean or variance past the largest float
+        # (a sentinel such as 1.7e308, readings swinging between +-1e308) is not learned:
+        # an infinite variance is never finite again, and every later reading of the
+        # stream would lie 0 deviations off its mean, its alarms capped at 0 for good.
+        # In the warm-up (nothing capped yet) the warm-up starts again from the reading
+        # instead, so a sentinel first cannot hold the stream's mean for good.
+        n = st.n + 1
         d = x - st.mean
-        if st.n <= self.warmup:  # a plain mean and variance over the warm-up
-            st.mean += d / st.n
-            st.var += (d * (x - st.mean) - st.var) / st.n
+        if n <= self.warmup:  # a plain mean and variance over the warm-up
+            mean = st.mean + d / n
+            var = st.var + (d * (x - mean) - st.var) / n
         else:
-            st.mean += self.alpha * d
-            st.var = (1.0 - self.alpha) * (st.var + self.alpha * d * d)
+            mean = st.mean + self.alpha * d
+            var = (1.0 - self.alpha) * (st.var + self.alpha * d * d)
+        if math.isfinite(mean) and math.isfinite(var):
+            st.n, st.mean, st.var = n, mean, var
+            return True
+        if n <= self.warmup:
+            st.n, st.mean, st.var, st.repeats = 1, x, 0.0, 0
+        return False
 
     def forget(self, device_id: str) -> None:
         """Drop every stream of ``device_id``."""
