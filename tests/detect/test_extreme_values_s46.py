@@ -196,3 +196,30 @@ def test_cross_gate_learns_past_extremes_without_warnings_and_recovers(extreme: 
         assert gate.observe("p", moved, {"speed": 1.0, "flow": 1.0}, both)["speed"] < 0.5
         broken = {"speed": 2950 * 0.95, "flow": 120 * 0.8}
         assert gate.observe("p", broken, {"speed": 0.0, "flow": 1.0}, both)["flow"] == 1.0
+
+
+@pytest.mark.parametrize("path", ["replay", "one_at_a_time"])
+def test_default_detector_keeps_a_finite_prediction_variance(path: str) -> None:
+    """Check ContextLikelihood does not learn a sentinel (1.7e308) or a +-1e308 swing into
+    its prediction's mean and variance after the warm-up: its variance went to inf for
+    good, the prediction error of every later reading was 0, and a 40 sd spike scored
+    0.71 where a clean stream scores 1. Replay and one-at-a-time agree."""
+    from edgewise.detect.context_likelihood import _M, _V, ContextLikelihood
+
+    rng = np.random.default_rng(46)
+    x = 20.0 + rng.normal(0, 0.5, 3000)
+    x[1000] = 1.7e308
+    x[1500:1504] = [1e308, -1e308, 1e308, -1e308]
+    det = ContextLikelihood()
+    if path == "replay":
+        scores = det.score_many(x[:, None], columns=["v"])
+    else:
+        scores = []
+        for v in x:
+            scores.append(det.score_one({"v": v}))
+            det.learn_one({"v": v})
+        scores = np.asarray(scores)
+    state = det.state_
+    assert np.isfinite(state[:, _M]).all() and np.isfinite(state[:, _V]).all(), state[:, [_M, _V]]
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+    assert scores[1000] == 1.0  # the sentinel itself alarms

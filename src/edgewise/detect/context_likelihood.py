@@ -343,8 +343,11 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
     s[m, _MN] = min(s[m, _MN], xv)
     s[m, _MX] = max(s[m, _MX], xv)
     d = xv - s[m, _M]
-    s[m, _M] += a_ew * d
-    s[m, _V] = (1 - a_ew) * (s[m, _V] + a_ew * d * d)
+    mu = s[m, _M] + a_ew * d
+    var = (1 - a_ew) * (s[m, _V] + a_ew * d * d)
+    if math.isfinite(mu) and math.isfinite(var):  # see _member_run
+        s[m, _M] = mu
+        s[m, _V] = var
     s[m, _T] = t + 1
     return score
 
@@ -591,8 +594,15 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
         mn = min(mn, xv)
         mx = max(mx, xv)
         d = xv - mu
-        mu += a_ew * d
-        var = (1 - a_ew) * (var + a_ew * d * d)
+        mu_next = mu + a_ew * d
+        var_next = (1 - a_ew) * (var + a_ew * d * d)
+        # a reading that would take them past the largest float (a sentinel such as
+        # 1.7e308 after the warm-up) is not learned into the prediction's mean and
+        # variance: an infinite variance is never finite again, and the prediction error
+        # of every later reading was 0 (a 40 sd spike scored 0.71 for good, not 1)
+        if math.isfinite(mu_next) and math.isfinite(var_next):
+            mu = mu_next
+            var = var_next
         t += 1
     s[m, _T] = t
     s[m, _MN], s[m, _MX], s[m, _M], s[m, _V] = mn, mx, mu, var

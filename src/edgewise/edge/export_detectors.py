@@ -402,8 +402,13 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
     if (xv < s[MN]) s[MN] = xv;
     if (xv > s[MX]) s[MX] = xv;
     d = xv - s[M_];
-    s[M_] += AEW * d;
-    s[V_] = (1 - AEW) * (s[V_] + AEW * d * d);
+    {{  /* not learned where it would pass the largest double, as in Python */
+        double mu_next = s[M_] + AEW * d, var_next = (1 - AEW) * (s[V_] + AEW * d * d);
+        if (isfinite(mu_next) && isfinite(var_next)) {{
+            s[M_] = mu_next;
+            s[V_] = var_next;
+        }}
+    }}
     s[T_] = (double)(t + 1);
     return score;
 }}
