@@ -28,3 +28,17 @@ def test_a_missing_lightgbm_is_named_not_called_damage(
         "which is not installed: pip install 'edgewise[rul]'.")
     monkeypatch.undo()
     assert isinstance(load_model(path), RULModel)
+
+
+def test_the_route_does_not_call_an_intact_file_damaged() -> None:
+    """Check the RUL route's answer when the only model file needs a package not installed
+    tells to install it, not to 'remove the damaged file' (the file is intact)."""
+    from edgewise.server.routes.rul import _bad_model
+
+    missing = {"model": "rul-v1.ewm", "detail": "Model file 'rul-v1.ewm' is intact but needs "
+               "the 'lightgbm' package to load, which is not installed: pip install "
+               "'edgewise[rul]'."}
+    damaged = {"model": "rul-v2.ewm", "detail": "Model file 'rul-v2.ewm' is damaged."}
+    text = _bad_model("pump-1", [missing])["detail"]
+    assert "Install the package named" in text and "damaged" not in text, text
+    assert "remove the damaged file" in _bad_model("pump-1", [damaged, missing])["detail"]

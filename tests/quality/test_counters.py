@@ -48,7 +48,9 @@ def test_levels_are_not_counters(shared_data):
     spiky[::50] = 80.0
     assert not is_counter(temp) and not is_counter(spiky)
     assert isinstance(device_report(_rows("temp", temp))["metrics"]["temp"]["drift"], float)
-    for f in sorted((shared_data / "nab" / "data").glob("*/*.csv")):
+    files = sorted((shared_data / "nab" / "data").glob("*/*.csv"))
+    assert len(files) == 58, f"NAB's 58 data files, found {len(files)}"  # none: no check
+    for f in files:
         assert not is_counter(pd.read_csv(f)["value"]), f.name
 
 

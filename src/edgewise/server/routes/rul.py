@@ -244,9 +244,11 @@ def _busy() -> Any:
 def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
     """The answer when no model file loads: what is wrong with each (newest first)."""
     whys = "; ".join(s["detail"].rstrip(".") for s in skipped)
-    answer = _none(device_id, "bad_model",
-                   f"No RUL model file loads: {whys}. Write a new one with 'edgewise train rul "
-                   "--out <data dir>/models/rul-v1.ewm', or remove the damaged file.",
+    # a file that is intact but needs a package not installed is not to be removed
+    fix = ("Install the package named, then ask again" if all(
+        "pip install" in s["detail"] for s in skipped) else "Write a new one with 'edgewise "
+        "train rul --out <data dir>/models/rul-v1.ewm', or remove the damaged file")
+    answer = _none(device_id, "bad_model", f"No RUL model file loads: {whys}. {fix}.",
                    skipped[0]["model"])
     answer["skipped"] = skipped
     return answer
