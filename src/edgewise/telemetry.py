@@ -105,6 +105,22 @@ _INFLATE_PIECE_MAX = 64 * 1024
 _SUB_MICROSECOND_RE = re.compile(r"[.,]([0-9]{6})([0-9]{1,3})[0-9]*[Zz+-]")
 #: A seconds field of 60 (a leap second), which ``datetime`` refuses.
 _LEAP_SECOND_RE = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}:60(?![0-9])")
+#: The time text :func:`parse_time` reads (``datetime.fromisoformat`` then reads it): an RFC
+#: 3339 time, or one of ISO 8601's other forms that cannot be misread: a basic-format
+#: (``20240131T120000Z``) or week date (``2024-W05-3``), a time without its seconds or
+#: minutes, a decimal comma, an offset without its colon or minutes (``+0100``, ``+01``).
+#: Anything else fromisoformat would take is refused: a fraction of an hour or a minute
+#: (``T12.5Z`` was read as 12:00:00.5, not 12:30), any character as the date-time
+#: separator (``2024-01-31X12:00Z``), an empty fraction (``12:00:00.Z``). An offset may
+#: have seconds (``+05:00:00.5``, as ``datetime`` prints one): it is read, never misread.
+_TIME_TEXT_RE = re.compile(
+    r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}|[0-9]{4}-W[0-9]{2}-[0-9]|[0-9]{4}W[0-9]{3})"
+    r"(?:[Tt ][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?"
+    r" ?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?)?)?")
+#: A fraction on the hour or the minute (ISO 8601 allows one on the last field given).
+_HOUR_MINUTE_FRACTION_RE = re.compile(r"[Tt ][0-9]{2}(?::?[0-9]{2})?[.,][0-9]")
+#: The end of a day written as 24:00 (ISO 8601 before 2019), which ``datetime`` refuses.
+_HOUR_24_RE = re.compile(r"[Tt ]24(?::?00){0,2}(?:[.,]0*)?(?![0-9.,:])")
 # a number written as a string ("1706702400", "1.7e9"): an epoch time sent quoted
 _QUOTED_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 #: Epoch numbers this large or larger are past any time in range in every unit (int64
@@ -291,6 +307,18 @@ def parse_time(
         if _QUOTED_NUMBER_RE.fullmatch(text):
             raise bad(f"{rfc}, or an epoch time sent as an unquoted JSON number (s, ms, us "
                       "or ns), e.g. 1706702400, not a string", "bad_ts")
+        if not _TIME_TEXT_RE.fullmatch(text):
+            if _HOUR_MINUTE_FRACTION_RE.search(text):
+                raise bad(f"{rfc}, with a decimal fraction on the seconds only "
+                          "('12:30:00.5', not ISO 8601's fraction of an hour '12.5' or "
+                          "of a minute '12:30.5')", "bad_ts")
+            if _LEAP_SECOND_RE.search(text):
+                raise bad(f"{rfc}, and not a leap second (':60'): epoch time has none",
+                          "bad_ts")
+            raise bad(rfc, "bad_ts")
+        if _HOUR_24_RE.search(text):
+            raise bad(f"{rfc}, with the end of a day as 00:00:00 of the next day, not "
+                      "24:00", "bad_ts")
         try:
             dt = datetime.fromisoformat(text.replace("z", "Z"))
         except ValueError:
@@ -449,6 +477,19 @@ def _check_seq(seq: Any, device_id: str | None, index: int | None) -> int:
             allowed="an integer in [0, 2**62)", reason="bad_seq", index=index,
         )
     return seq
+
+
+def _valid_seqs(values: Iterable[Any]) -> list[int]:
+    """The valid seqs among the values a repeated ``seq`` key was given, each once, in order.
+
+    >>> _valid_seqs([1, 2, "x", 2, -1, True])
+    [1, 2]
+    """
+    seqs: list[int] = []
+    for v in values:
+        if type(v) is int and 0 <= v < _MAX_SEQ and v not in seqs:
+            seqs.append(v)
+    return seqs
 
 
 def _inflate(raw: bytes, device_id: str, max_bytes: int) -> bytes:
@@ -835,6 +876,13 @@ def _decode_compact(
     # The seq is read first: a message that is rejected is still *handled* (its reasons go
     # back to the device), so its seq must count towards the acknowledgement, or one bad
     # message would hold every later one unacknowledged for ever.
+    repeats = repeated.get(id(rec)) if repeated else None
+    if repeats is not None and "seq" in repeats:
+        # which seq was meant is unknown: the record is refused under every seq it gave
+        # (its dead letter names them all), so none of them is left unacknowledged for
+        # ever, nor reported as a seq gap (only the last one, a JSON parser's pick, was)
+        out.seqs.extend(_valid_seqs(repeats["seq"]))
+        raise _repeated_key({"seq": repeats["seq"]}, "", device_id, idx)
     seq = _check_seq(rec["seq"], device_id, idx) if rec.get("seq") is not None else None
     if seq is not None:
         out.seqs.append(seq)
@@ -915,45 +963,62 @@ def _decode_senml(
             # The seq is read first: a record rejected for its base fields is handled too,
             # and its seq must count towards the ack (else the device resends it for ever).
             bad_seq: PayloadError | None = None
-            if "seq" in rec:
+            repeats = repeated.get(id(rec)) if repeated else None
+            if repeats is not None and "seq" in repeats:  # refused under each seq it gave
+                given = _valid_seqs(repeats["seq"])
+                out.seqs.extend(given)
+                if given and given[-1] == rec["seq"]:  # the records after it: as before
+                    seq = given[-1]
+            elif "seq" in rec:
                 try:
                     seq = _check_seq(rec["seq"], device_id, i)
                     out.seqs.append(seq)
                 except PayloadError as exc:
                     bad_seq = exc
-            if repeated and id(rec) in repeated:  # its base fields are not applied
-                if "bn" in repeated[id(rec)]:
-                    bn = None  # as a refused bn: the records after it have no name
-                if "bt" in repeated[id(rec)]:
-                    bt = math.nan  # as a refused bt: the records after it have no time
-                if "bv" in repeated[id(rec)]:
-                    bv = math.nan
-                raise _repeated_key(repeated[id(rec)], "", device_id, i)
-            if "bn" in rec:
-                bn = None  # refused: the records after it have no name (bad_metric)
-                if not isinstance(rec["bn"], str):
-                    raise PayloadError(
-                        device_id=device_id, field="bn", value=rec["bn"],
-                        allowed="a string", reason="bad_type", index=i,
-                    )
-                bn = rec["bn"]
-            if "bt" in rec:
-                bt = math.nan  # refused: the records after it have no time (bad_ts), not now
-                bt = _check_value(rec["bt"], "bt", device_id, i)
-                if isinstance(rec["bt"], int):
-                    bt = rec["bt"]
-            if "bu" in rec:
-                bu = _REFUSED_UNIT  # refused: the records after it lack their unit (bad_type)
-                if rec["bu"] is not None and not isinstance(rec["bu"], str):
-                    raise PayloadError(
-                        device_id=device_id, field="bu", value=rec["bu"],
-                        allowed='the base unit as text, e.g. "Cel" (or null: no unit)',
-                        reason="bad_type", index=i,
-                    )
-                bu = rec["bu"]
-            if "bv" in rec:
-                bv = math.nan  # refused: the values after it are not readings (not_finite)
-                bv = _check_value(rec["bv"], "bv", device_id, i)
+            # a base field given twice is refused (the records after it lack it, as after
+            # any refused base field); the others are applied, as in a record refused for
+            # its value: skipped, the records after it were stored under the bare name at
+            # now (a repeated "v" or "seq" and the pack's "bn"/"bt" in one record)
+            given_twice = repeats if repeats is not None else {}
+            if "bn" in given_twice:
+                bn = None
+            if "bt" in given_twice:
+                bt = math.nan
+            if "bu" in given_twice:
+                bu = _REFUSED_UNIT
+            if "bv" in given_twice:
+                bv = math.nan
+            try:
+                if "bn" in rec and "bn" not in given_twice:
+                    bn = None  # refused: the records after it have no name (bad_metric)
+                    if not isinstance(rec["bn"], str):
+                        raise PayloadError(
+                            device_id=device_id, field="bn", value=rec["bn"],
+                            allowed="a string", reason="bad_type", index=i,
+                        )
+                    bn = rec["bn"]
+                if "bt" in rec and "bt" not in given_twice:
+                    bt = math.nan  # refused: the records after it have no time, not now
+                    bt = _check_value(rec["bt"], "bt", device_id, i)
+                    if isinstance(rec["bt"], int):
+                        bt = rec["bt"]
+                if "bu" in rec and "bu" not in given_twice:
+                    bu = _REFUSED_UNIT  # refused: the records after it lack their unit
+                    if rec["bu"] is not None and not isinstance(rec["bu"], str):
+                        raise PayloadError(
+                            device_id=device_id, field="bu", value=rec["bu"],
+                            allowed='the base unit as text, e.g. "Cel" (or null: no unit)',
+                            reason="bad_type", index=i,
+                        )
+                    bu = rec["bu"]
+                if "bv" in rec and "bv" not in given_twice:
+                    bv = math.nan  # refused: the values after it are not readings
+                    bv = _check_value(rec["bv"], "bv", device_id, i)
+            except PayloadError:
+                if not given_twice:
+                    raise
+            if given_twice:
+                raise _repeated_key(given_twice, "", device_id, i)
             if bad_seq is not None:
                 raise bad_seq
             if "metrics" in rec or "ts" in rec:
@@ -1262,7 +1327,14 @@ def payload_seqs(payload: bytes, max_bytes: int) -> list[int]:
             payload = _inflate(payload, "", max_bytes)
         doc = json.loads(payload)
         records = doc if isinstance(doc, list) else [doc]
-        return [r["seq"] for r in records if isinstance(r, dict)
-                and type(r.get("seq")) is int and 0 <= r["seq"] < _MAX_SEQ]
+        repeated: dict[int, dict[str, list[Any]]] = {}
+        # a record that gave "seq" twice counts each value, as decode counts them: parsed
+        # again, slowly, only when the text has more "seq" than the records kept
+        kept = sum(1 for r in records if isinstance(r, dict) and "seq" in r)
+        if payload.count(b'"seq"') != kept or b"\\u" in payload:
+            doc, repeated = _parse_keeping_repeats(payload)
+            records = doc if isinstance(doc, list) else [doc]
+        return [s for r in records if isinstance(r, dict)
+                for s in _valid_seqs(repeated.get(id(r), {}).get("seq", [r.get("seq")]))]
     except Exception:
         return []
