@@ -12,6 +12,7 @@ a traceback: checked before any work for the commands that always need one
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 import sqlite3
@@ -206,6 +207,37 @@ def _interrupted(args: list[str]) -> NoReturn:
     raise SystemExit(130)
 
 
+def _name_too_long(exc: OSError, args: list[str]) -> str:
+    """The one line for a path with a name (one of its parts) longer than the file system
+    holds (``ENAMETOOLONG``: 255 bytes on most), naming the option (or the argument) of
+    ``args`` whose value holds that part.
+
+    >>> long = "a" * 300
+    >>> _name_too_long(OSError(36, "File name too long", f"/d/{long}/x.csv"),
+    ...                ["bench", "forecast", "--series", f"{long}/x.csv"])  # doctest: +ELLIPSIS
+    "--series '/d/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'... has a name of 300 bytes; ..."
+    """
+    import os
+
+    path = os.fsdecode(exc.filename) if exc.filename is not None else ""
+    part = max((p for p in path.split("/") if p), key=lambda p: len(os.fsencode(p)),
+               default=path)
+    what = "the path"
+    for i, arg in enumerate(args):
+        if not part or part not in arg:
+            continue
+        if arg.startswith("--") and "=" in arg:
+            what = arg.split("=", 1)[0]
+        elif i and args[i - 1].startswith("-"):
+            what = args[i - 1]
+        else:
+            what = f"the argument {arg[:20]!r}..."
+        break
+    shown = f"{path[:40]!r}..." if len(path) > 40 else repr(path)
+    return (f"{what} {shown} has a name of {len(os.fsencode(part))} bytes; a file or folder "
+            "name holds at most 255 bytes: give a shorter one.")
+
+
 def main() -> None:
     """Entry point of the ``edgewise`` console script."""
     import sys
@@ -250,6 +282,11 @@ def main() -> None:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         print(f"error: {damaged_database(exc, sys.argv[1:])}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:  # a path no file system holds: one line naming its option
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"error: {_name_too_long(exc, sys.argv[1:])}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as exc:
         if not _is_interrupt(exc):

@@ -167,6 +167,10 @@ class GatewayClient:
         except (httpx.InvalidURL, ValueError):
             raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be a URL with a host, e.g. "
                        f"{DEFAULT_GATEWAY}. Got {shown!r} instead.") from None
+        if base.port is not None and not 1 <= base.port <= 65535:
+            # httpx takes :99999, and the socket wraps it (to 34463): another port's server
+            raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must have a port 1-65535, e.g. "
+                       f"{DEFAULT_GATEWAY}. Got {shown!r}, port {base.port}.")
         self.shown = one_line(shown_url(url.rstrip("/")))
         token = token.strip()
         if not token:

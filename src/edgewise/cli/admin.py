@@ -159,6 +159,15 @@ def device_add(name: IdArg, data_dir: DataDir, group: Groups = [],  # noqa: B006
     """
     from edgewise.security.credentials import check_device_name, check_groups
 
+    if store:  # a mistyped --store: it warned "could not check the store", then added the
+        # device all the same (exit 0), unchecked for an old device's data under its id
+        from edgewise.errors import StoreError
+        from edgewise.store import check_store_url
+
+        try:
+            check_store_url(store)
+        except StoreError as exc:
+            raise fail(f"--store: {exc}") from None
     with _security(data_dir) as sec:
         check_device_name(name)  # first: a store is looked at only for a valid request
         check_groups(group)

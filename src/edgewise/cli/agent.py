@@ -323,6 +323,10 @@ def _check_gateway(gateway: str) -> None:
     """Refuse, in one line, a ``--gateway`` that is not an http(s) URL with a host.
 
     >>> _check_gateway("http://gw:8080")
+    >>> _check_gateway("http://gw:80800")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
     >>> _check_gateway("http://")
     Traceback (most recent call last):
     ...
@@ -334,12 +338,18 @@ def _check_gateway(gateway: str) -> None:
         raise fail(f"--gateway must be the gateway's http:// or https:// URL (e.g. "
                    f"https://gw:8443). Got {gateway!r} instead.")
     try:
-        host = httpx.URL(gateway).host
+        url = httpx.URL(gateway)
+        host, port = url.host, url.port
     except (httpx.InvalidURL, ValueError):
-        host = ""
+        host, port = "", None
     if not host:
         raise fail(f"--gateway must be a URL with a host (e.g. https://gw:8443). Got "
                    f"{gateway!r} instead.")
+    if port is not None and not 1 <= port <= 65535:
+        # httpx takes :99999 and the socket wraps it (to 34463): the agent sent its secret to
+        # another port, or logged "unreachable" for ever
+        raise fail(f"--gateway must have a port 1-65535 (e.g. https://gw:8443). Got "
+                   f"{gateway!r}, port {port}.")
 
 
 def _plain_http_warning(gateway: str) -> str | None:

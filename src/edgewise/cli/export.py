@@ -676,6 +676,8 @@ def _check_ours(out_dir: Path, format: str, name: str) -> None:
 
     if not name or Path(name).name != name or "\\" in name:
         return
+    if len(f"{name}_host_test.py".encode()) > 255:  # no such file can be (stat raised
+        return  # ENAMETOOLONG, a traceback); the export refuses the name itself
     files = ([f"{name}.h", f"{name}.c", f"{name}_host_test.c"] if format == "c"
              else [f"{name}.onnx", f"{name}_host_test.py"])
     try:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from edgewise._private import restrict_umask
-from edgewise.cli._app import DataDir, Json, app, bench_app, fail
+from edgewise.cli._app import UTF8_TEXT, DataDir, Json, NonBlankPath, app, bench_app, fail
 
 if TYPE_CHECKING:
     from edgewise.federated.deploy import LocalFleet, SupernodeKey, TlsFiles
@@ -917,9 +917,12 @@ def _check_auth_key(auth_key: Path | None, root: Path | None) -> Path | None:
 @federate_app.command("keygen")
 def keygen(
     out: Annotated[Path, typer.Option(
-        "--out", help="Folder for the key pair (created, mode 0700, if missing).")],
+        "--out", help="Folder for the key pair (created, mode 0700, if missing).",
+        # a blank --out wrote the pair into the working directory, silently
+        click_type=NonBlankPath("a folder for the key pair, e.g. keys"))],
     name: Annotated[str, typer.Option(
-        help="File name of the private key; the public key is NAME.pub.")] = "supernode",
+        help="File name of the private key; the public key is NAME.pub.",
+        click_type=UTF8_TEXT)] = "supernode",
     as_json: Json = False,
 ) -> None:
     """Make a device's SuperNode key pair (EC P-384): the private key stays on the device
@@ -928,6 +931,15 @@ def keygen(
     from edgewise.errors import InvalidParameterError
     from edgewise.federated.deploy import generate_supernode_key
 
+    # checked before anything is written: a name the file system cannot hold ended in an
+    # OSError traceback, and a blank one made the files ' ' and ' .pub'
+    if not name.strip() or name != name.strip():
+        raise fail(f"--name must be a file name without leading or trailing blanks, e.g. "
+                   f"supernode. Got {name!r}.")
+    if len(f"{name}.pub".encode()) > 255:
+        raise fail(f"--name must be a file name of at most 251 bytes (the public key is "
+                   f"NAME.pub, and a file name holds 255), e.g. supernode. Got one of "
+                   f"{len(name.encode())} bytes: {name[:40]!r}...")
     try:
         private, public = generate_supernode_key(out, name)
     except InvalidParameterError as exc:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgewise.cli._app import Json, app, fail
+from edgewise.cli._app import UTF8_TEXT, Json, app, fail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,9 +248,8 @@ def quality(
              "with metric and value columns is long, else wide).")] = None,
     value_column: Annotated[str | None, typer.Option(
         help="Value column of a long CSV; it must be in the file. Default: value.")] = None,
-    device: Annotated[str, typer.Option(help="Device id when the CSV has no device column.")] = (
-        "device"
-    ),
+    device: Annotated[str, typer.Option(help="Device id when the CSV has no device column.",
+                                        click_type=UTF8_TEXT)] = "device",
     plots: Annotated[str | None, typer.Option(
         metavar="DIR", help="Directory for a PNG per metric with flagged issues (made if "
                             "missing).")] = None,
@@ -267,6 +266,9 @@ def quality(
     named like labels (label, anomaly, is_anomaly, ...) or written by 'edgewise detect'
     (anomaly_score, top_column) are no metrics, as in 'edgewise detect'.
     """
+    if not device.strip():  # the report (and --json) named the file's device ''
+        raise fail(f"--device must be the id to report a one-device file under, e.g. pump-7. "
+                   f"Got {device!r}.")
     import numpy as np
     import pandas as pd
 

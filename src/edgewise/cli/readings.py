@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from edgewise.cli._app import app, fail, out_path
+from edgewise.cli._app import UTF8_TEXT, app, fail, out_path
 from edgewise.cli._gateway import (
     DEFAULT_GATEWAY,
     CaFile,
@@ -227,16 +227,18 @@ def _out_file(out: str) -> Path:
 @readings_app.command("export")
 def readings_export(
     device: Annotated[str, typer.Argument(help="The device's id (as GET /v1/devices lists "
-                                          "it).", show_default=False)],
+                                          "it).", show_default=False,
+                                          click_type=UTF8_TEXT)],
     metric: Annotated[str, typer.Option("--metric", help="Only this metric (default: "
-                                        "all).")] = "",
+                                        "all).", click_type=UTF8_TEXT)] = "",
     start: Annotated[str, typer.Option("--start", help="Range start, inclusive: RFC 3339 "
                                        "with an offset or epoch seconds (default: the "
-                                       "first reading).")] = "",
+                                       "first reading).", click_type=UTF8_TEXT)] = "",
     end: Annotated[str, typer.Option("--end", help="Range end, exclusive (default: after "
-                                     "the last reading).")] = "",
+                                     "the last reading).", click_type=UTF8_TEXT)] = "",
     step: Annotated[str, typer.Option("--step", help="Average per bucket of this length, "
-                                      "e.g. 60s, 5m, 1h (default: every reading).")] = "",
+                                      "e.g. 60s, 5m, 1h (default: every reading).",
+                                      click_type=UTF8_TEXT)] = "",
     form: Annotated[Format, typer.Option(
         "--format", help="wide: a column per metric, a row per time; long: "
                          "time,metric,value.")] = Format.wide,
