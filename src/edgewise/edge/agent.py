@@ -561,6 +561,21 @@ class Outbox:
             return 1, "new"
 
     @_heals
+    def source_identity(self, spec: str) -> dict[str, Any] | None:
+        """The file identity (:func:`_file_identity`) kept for source ``spec`` when it was
+        last chosen with :meth:`use_source`; None if none was kept."""
+        with self._lock:
+            row = self._db.execute("SELECT ident FROM source_files WHERE spec=?",
+                                   (_source_key(spec),)).fetchone()
+        if row is None:
+            return None
+        try:
+            known = json.loads(row[0])
+        except ValueError:
+            return None
+        return known if isinstance(known, dict) else None
+
+    @_heals
     def __len__(self) -> int:
         """Messages pending (stored, not yet acknowledged), read from the ends of the table,
         never by counting it: the pending seqs are always one run with no gap (:meth:`put`
@@ -983,6 +998,46 @@ def _replaced(before: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
     if int(now.get("size", 0)) < int(before.get("size", 0)):
         return (f"it is shorter ({now.get('size')} bytes) than when it was read before "
                 f"({before.get('size')} bytes)")
+    return None
+
+
+_ROTATED_LOOK_AT = 32  # files of the folder whose first rows are compared, at most
+
+
+def _rotated_file(path: str, known: Mapping[str, Any]) -> str | None:
+    """Where logrotate put the file that ``known`` (its :func:`_file_identity` when it was
+    last read at ``path``) describes: a file of the same folder with the same header and
+    first row, as long as it was then or longer; looked for by its inode (moved: ``PATH.1``,
+    ``PATH-20240131``), then among the names that start with PATH's (``copytruncate``'s
+    copy), ``PATH.1`` first, newest first. None if none is found (compressed, deleted)."""
+    path = os.path.abspath(path)
+    folder, base = os.path.split(path)
+    same_inode: list[str] = []
+    named: list[tuple[bool, float, str]] = []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name == base:
+                    continue
+                try:
+                    if not e.is_file():
+                        continue
+                    if e.inode() == known.get("inode"):
+                        same_inode.append(e.path)
+                    elif e.name.startswith(base):
+                        named.append((e.name != base + ".1", -e.stat().st_mtime, e.path))
+                except OSError:
+                    continue
+    except OSError:
+        return None
+    for candidate in (same_inode + [p for *_, p in sorted(named)])[:_ROTATED_LOOK_AT]:
+        try:
+            ident = _file_identity(candidate)
+        except OSError:
+            continue
+        if (ident["first"] == known.get("first")
+                and ident["size"] >= int(known.get("size", 0))):
+            return candidate
     return None
 
 
@@ -2365,6 +2420,84 @@ def csv_row(header: Sequence[str], raw: bytes, lineno: int, cells: _CellLog | No
     return out, ts
 
 
+_CSV_RECORD_MAX_LINES = 1000  # a quoted cell open longer than this is a stray quote
+_CSV_RECORD_MAX_BYTES = 1 << 20
+_QUOTE, _COMMA = ord('"'), ord(",")
+
+
+def _quote_open(line: bytes, quoted: bool) -> bool:
+    """Whether a quoted cell is open at the end of the CSV line ``line`` (``quoted``: one was
+    open at its start), as :mod:`csv` reads it (RFC 4180; a quote opens a cell only as its
+    first character, ``""`` inside one is a quote). ASCII quote and comma bytes are never
+    part of a UTF-8 (or Latin-1) character, so bytes are scanned as they are.
+
+    >>> _quote_open(b'1,"a\\n', False), _quote_open(b'b"",c"\\n', True)
+    (True, False)
+    >>> _quote_open(b'1,a"\\n', False), _quote_open(b'1,"a""b\\n', False)
+    (False, True)
+    """
+    if _QUOTE not in line:
+        return quoted
+    state = 2 if quoted else 0  # 0 start of a cell, 1 in a cell, 2 quoted, 3 quote in quoted
+    for c in line:
+        if state == 2:
+            if c == _QUOTE:
+                state = 3
+        elif c == _COMMA:
+            state = 0
+        elif state == 0:
+            state = 2 if c == _QUOTE else 1
+        elif state == 3:
+            state = 2 if c == _QUOTE else 1
+    return state == 2
+
+
+def _csv_records(f: Any, spec: str) -> Iterator[tuple[int, bytes, bool]]:
+    """``(line, record, whole)`` of the CSV file ``f`` (binary, at its start): each record
+    (a row: one line, or more while a quoted cell holds newlines) and the line it starts on.
+    A last record without its newline, or whose quoted cell is still open at the end of the
+    file (a logger mid-write), comes with ``whole`` False and ends the records. A quoted
+    cell still open after ``_CSV_RECORD_MAX_LINES`` lines or ``_CSV_RECORD_MAX_BYTES``
+    (a stray quote) is logged and its first line is a record alone: the next starts on the
+    line after it. Where records start depends on the file's bytes only, so a position
+    counted in records resumes at the start of one.
+    """
+    lines = iter(f)
+    pending: list[bytes] = []  # lines read past a stray quote, to read again (reversed)
+    lineno = 0
+    while True:
+        first = pending.pop() if pending else next(lines, b"")
+        if not first:
+            return
+        parts, size = [first], len(first)
+        quoted = _quote_open(first, False)
+        while quoted and parts[-1].endswith(b"\n"):
+            if len(parts) >= _CSV_RECORD_MAX_LINES or size > _CSV_RECORD_MAX_BYTES:
+                break
+            more = pending.pop() if pending else next(lines, b"")
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+            quoted = _quote_open(more, True)
+        start = lineno + 1
+        if not parts[-1].endswith(b"\n") or (quoted and len(parts) < _CSV_RECORD_MAX_LINES
+                                             and size <= _CSV_RECORD_MAX_BYTES):
+            yield start, b"".join(parts), False
+            return
+        if quoted:  # a stray quote: its line alone, the lines after it read again
+            log.warning(json.dumps({
+                "event": "bad_input", "source": spec, "line": start,
+                "allowed": f"a quoted cell closed within {_CSV_RECORD_MAX_LINES} lines and "
+                f"{_CSV_RECORD_MAX_BYTES} bytes", "detail": "a quoted cell opened on this "
+                "line is not closed: the line is read alone (the cell to its end) and the "
+                "rows from the next line on are read as rows"}))
+            pending.extend(reversed(parts[1:]))
+            parts = parts[:1]
+        lineno += len(parts)
+        yield start, b"".join(parts), True
+
+
 def _source(spec: str, start: int, rate_hz: float
             ) -> Iterator[tuple[dict[str, float], int | None]]:
     """``(reading, time)`` from position ``start`` (1-based) of the source.
@@ -2382,18 +2515,20 @@ def _source(spec: str, start: int, rate_hz: float
                 time.sleep(1.0 / rate_hz)
     elif spec.startswith("csv:"):
         with open(spec[4:], "rb") as f:
-            header = csv_header(f.readline())
+            records = _csv_records(f, spec)
+            header = csv_header(next(records, (1, b"", True))[1])
             cells = _CellLog()
-            for pos, raw in enumerate(f, start=1):
+            for pos, (lineno, raw, whole) in enumerate(records, start=1):
                 if pos < start:
                     continue
-                if not raw.endswith(b"\n"):  # still being written: read once it is whole
+                if not whole:  # still being written: read once it is whole
                     log.info(json.dumps({
-                        "event": "source_partial_row", "source": spec, "line": pos + 1,
-                        "detail": "the last row has no newline yet (a logger still writing "
-                        "it?): it is left for the next run, which reads it once it ends"}))
+                        "event": "source_partial_row", "source": spec, "line": lineno,
+                        "detail": "the last row has no newline yet, or a quoted cell of it "
+                        "is not closed yet (a logger still writing it?): it is left for the "
+                        "next run, which reads it once it ends"}))
                     return
-                yield csv_row(header, raw, pos + 1, cells)
+                yield csv_row(header, raw, lineno, cells)
                 if rate_hz > 0:
                     time.sleep(1.0 / rate_hz)
     elif spec == "stdin":
@@ -3651,26 +3786,25 @@ class Agent:
         if source.startswith("csv:"):
             with contextlib.suppress(OSError):  # unreadable: reading it says so
                 identity = _file_identity(source[4:])
-        pos, how = self.outbox.use_source(source, identity)
-        if source != "stdin":
-            log.info(json.dumps({"event": "source_start", "source": source, "position": pos,
-                                 "how": how, "detail": _SOURCE_START[how]}))
         sender = threading.Thread(target=self.sender_loop, name="edgewise-sender", daemon=True)
         sender.start()
         n = 0
         try:
-            for reading, ts_ns in _source(source, pos, rate_hz):
-                pos += 1
-                self.handle(reading, source_pos=pos, ts_ns=ts_ns)
-                n += 1
-                if limit is not None and n >= limit:
-                    break
-            if pos > self.outbox.source_pos:  # rows read since the last put gave no reading:
-                self.outbox.save_position(pos)  # a restart does not read them again
-            if n == 0 and source.startswith("csv:") and pos > 1:
-                log.info(json.dumps({"event": "source_done", "source": source, "position": pos,
-                                     "detail": f"nothing after row {pos - 1} of this file, "
-                                     "which this state dir has read before"}))
+            if identity is not None:  # rows left in the file logrotate moved away first
+                n = self._finish_rotated(source, identity, rate_hz, limit)
+            if limit is None or n < limit:
+                pos, how = self.outbox.use_source(source, identity)
+                if source != "stdin":
+                    log.info(json.dumps({"event": "source_start", "source": source,
+                                         "position": pos, "how": how,
+                                         "detail": _SOURCE_START[how]}))
+                n0 = n
+                pos, n = self._read_source(source, pos, rate_hz, limit, n)
+                if n == n0 and source.startswith("csv:") and pos > 1:
+                    log.info(json.dumps({
+                        "event": "source_done", "source": source, "position": pos,
+                        "detail": f"nothing after row {pos - 1} of this file, which this "
+                        "state dir has read before"}))
             deadline = time.monotonic() + flush_timeout_s
             while self._buffered() != 0 and sender.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -3678,6 +3812,57 @@ class Agent:
             self._stop.set()
             sender.join(timeout=10)
             self.save_detectors()
+
+    def _read_source(self, spec: str, pos: int, rate_hz: float, limit: int | None,
+                     n: int) -> tuple[int, int]:
+        """Buffer the readings of ``spec`` from position ``pos``, kept as the position of the
+        source chosen with ``use_source``, until it ends or ``n`` readings in all reach
+        ``limit``; return the position and ``n`` then."""
+        for reading, ts_ns in _source(spec, pos, rate_hz):
+            pos += 1
+            self.handle(reading, source_pos=pos, ts_ns=ts_ns)
+            n += 1
+            if limit is not None and n >= limit:
+                break
+        if pos > self.outbox.source_pos:  # rows read since the last put gave no reading:
+            self.outbox.save_position(pos)  # a restart does not read them again
+        return pos, n
+
+    def _finish_rotated(self, source: str, identity: Mapping[str, Any], rate_hz: float,
+                        limit: int | None) -> int:
+        """If the ``csv:PATH`` file read here before is no longer at PATH (``identity``,
+        the file there now, is another one: logrotate), read the rows written to the old
+        one after it was last read, from where logrotate put it (:func:`_rotated_file`),
+        before the new file is read; if it cannot be found, say what may be lost. Return
+        the readings buffered. Until the old file is read to its end its identity stays
+        kept, so a restart goes on in it."""
+        pos, _ = self.outbox.use_source(source)
+        known = self.outbox.source_identity(source)
+        if known is None or pos <= 1 or _replaced(known, identity) is None:
+            return 0
+        old = _rotated_file(source[4:], known)
+        if old is None:
+            log.warning(json.dumps({
+                "event": "source_rotated_away", "source": source, "rows_read": pos - 1,
+                "size_when_read": known.get("size"), "inode": known.get("inode"),
+                "detail": f"the file read before at this path ({pos - 1} rows read of it, "
+                f"{known.get('size')} bytes when it was last opened) is not found in its "
+                "folder under another name (compressed or deleted?): rows written to it "
+                "after that, before it was rotated, are lost; keep the newest rotated file "
+                "uncompressed (logrotate's delaycompress) to have them read"}))
+            return 0
+        try:
+            old_identity = _file_identity(old)
+        except OSError:
+            return 0
+        pos, _ = self.outbox.use_source(source, old_identity)
+        start = pos
+        pos, n = self._read_source(f"csv:{old}", pos, rate_hz, limit, 0)
+        log.info(json.dumps({
+            "event": "source_rotated_read", "source": source, "file": old,
+            "rows": pos - start, "detail": "the rows written to the file read before, after "
+            "it was last read and before it was rotated, read from where it was moved"}))
+        return n
 
     def stop(self) -> None:
         """Ask the loops to end."""
