@@ -91,6 +91,8 @@ from edgewise.telemetry import validate_device_id
 
 __all__ = [
     "MAX_EXPIRY_DAYS",
+    "MAX_NAME_BYTES",
+    "MAX_VERSION_BYTES",
     "MIN_EXPIRY_DAYS",
     "REASONS",
     "Artifact",
@@ -101,6 +103,7 @@ __all__ = [
     "SignedArtifact",
     "SigningKey",
     "check_expires_days",
+    "check_lengths",
     "key_id_of",
     "load_key",
     "load_or_create_key",
@@ -128,6 +131,17 @@ MAX_EXPIRY_DAYS = 3650  # ten years; a manifest that outlives that is one nobody
 #: a release that is expired on arrival and that every device refuses.
 MIN_EXPIRY_S = 3600
 MIN_EXPIRY_DAYS = MIN_EXPIRY_S / 86400
+#: The longest model name and version :meth:`Registry.publish` takes, in bytes of UTF-8.
+#: Nothing bounded them: a 2,000,000-character name was published, and every release of it
+#: signed a 2 MB manifest that each device was offered (2.7 MB of JSON each update check) and
+#: kept twice (the agent's ``current.json`` and each of its 20 ``history.json`` entries), the
+#: listing (``registry list``, ``GET /v1/registry``) carried it whole, and a rollout of it over
+#: HTTP was refused as too large a body (413). 128 and 64 bytes keep a name, a version and a
+#: separator within 255 bytes (a file name, NAME_MAX) with room to spare, and far exceed any
+#: real name ("ewz-line-a-pumps") or version ("2024.06.1-rc.3+build.20240601").
+MAX_NAME_BYTES = 128
+MAX_VERSION_BYTES = 64
+_LIMITS = {"name": MAX_NAME_BYTES, "version": MAX_VERSION_BYTES}
 _CHUNK = 64 * 1024
 
 
@@ -681,6 +695,43 @@ def _check_label(value: object, what: str, where: str, *, strict: bool = False) 
             f"{unicodedata.normalize('NFC', value)!r}. Got {value!r} instead.",
             field=what, value=value)
     return value
+
+
+def _too_long(value: str, what: str, where: str) -> InvalidParameterError | None:
+    """The refusal of a model ``name`` or ``version`` (``what``) longer than its limit
+    (:data:`MAX_NAME_BYTES`, :data:`MAX_VERSION_BYTES`, in bytes of UTF-8), naming the
+    parameter, its length and the limit; ``None`` if it fits (or is no text UTF-8 encodes:
+    refused elsewhere)."""
+    limit = _LIMITS[what]
+    try:
+        size = len(value.encode("utf-8"))
+    except (AttributeError, UnicodeEncodeError):
+        return None
+    if size <= limit:
+        return None
+    chars = f" ({len(value)} characters)" if len(value) != size else ""
+    shown = value if len(value) <= 40 else f"{value[:40]}…"
+    return InvalidParameterError(
+        f"The {what!r} parameter of {where} must be at most {limit} bytes of UTF-8. Got "
+        f"{size} bytes{chars} instead, starting {shown!r}.", field=what,
+        value=shown)
+
+
+def check_lengths(name: str, version: str, where: str) -> None:
+    """Refuse a model ``name`` over :data:`MAX_NAME_BYTES` or a ``version`` over
+    :data:`MAX_VERSION_BYTES` bytes of UTF-8 (:class:`InvalidParameterError` naming the
+    first such parameter, its length and the limit); what :meth:`Registry.publish` takes.
+
+    >>> check_lengths("ewz", "1.0.0", "Registry.publish")
+    >>> check_lengths("ewz", "1" * 65, "Registry.publish")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'version' parameter of Registry.publish must be at most 64 bytes of UTF-8. Got 65 bytes instead, starting '1111111111111111111111111111111111111111…'.
+    """  # noqa: E501
+    for value, what in ((name, "name"), (version, "version")):
+        exc = _too_long(value, what, where)
+        if exc is not None:
+            raise exc
 
 
 def _check_utf8(value: str, what: str, where: str) -> str:
@@ -1431,7 +1482,9 @@ class Registry:
     ) -> ModelVersion:
         """Store a model version (blob + metadata). Versions are immutable once published.
 
-        ``name`` and ``version`` must be non-empty text (not only blanks); each metric a
+        ``name`` and ``version`` must be non-empty text (not only blanks), at most
+        :data:`MAX_NAME_BYTES` and :data:`MAX_VERSION_BYTES` bytes of UTF-8 (a version
+        published before there were limits may be published again); each metric a
         non-empty name and a finite number (the signed manifests carry them as strict JSON).
         Refused (:class:`SignatureError`, reason ``"key_lost"`` or ``"key_mismatch"``) while the
         registry's signing key is lost or is not the key it issued: nothing published could be
@@ -1454,6 +1507,7 @@ class Registry:
         _check_label(name, "name", "Registry.publish", strict=True)
         _check_label(version, "version", "Registry.publish", strict=True)
         _check_label(format, "format", "Registry.publish", strict=True)
+        self._check_lengths(name, version, "Registry.publish")
         if not isinstance(trained_on, str):  # NOT NULL in the table: refused before any write
             raise InvalidParameterError(
                 "The 'trained_on' parameter of Registry.publish must be text (\"\" for none). "
@@ -1499,6 +1553,17 @@ class Registry:
             raise self._published_error(name, version, same=old.sha256 == digest) from None
         return ModelVersion(name, version, format, digest, len(payload), trained_on, checked,
                             created, int(seq))
+
+    def _check_lengths(self, name: str, version: str, where: str) -> None:
+        """:func:`check_lengths`, except for a version published before there were limits
+        (an older registry's): it stays releasable, and repairable by publishing it again.
+        Anything else over them is refused for its length, not as "not published"."""
+        too_long = _too_long(name, "name", where) or _too_long(version, "version", where)
+        if too_long is not None:
+            try:
+                self.version(name, version)
+            except KeyError:
+                raise too_long from None
 
     @staticmethod
     def _published_error(name: str, version: str, *, same: bool) -> InvalidParameterError:
@@ -1669,6 +1734,7 @@ class Registry:
         """  # noqa: E501
         _check_label(name, "name", "Registry.rollout")
         _check_label(version, "version", "Registry.rollout")
+        self._check_lengths(name, version, "Registry.rollout")
         _check_target(target)
         if not (isinstance(expires_in_s, int | float) and math.isfinite(expires_in_s)
                 and 0 < expires_in_s <= MAX_EXPIRY_DAYS * 86400):

@@ -47,6 +47,9 @@ def model_format(model_file: Path, given: str = "") -> str:
     ('pickle', 'onnx', 'bin')
     """
     what = given.strip().lower() if given else model_file.suffix.lstrip(".").lower()
+    if given and not what:  # a blank --format recorded 'bin', whatever the file was
+        raise ValueError(f"--format must be one of {_ALLOWED}, or left out to take it from "
+                         f"the file's suffix. Got {given!r}.")
     if what not in _FORMATS:
         source = (f"--format {given!r}" if given else
                   f"the suffix {model_file.suffix!r} of {str(model_file)!r}")
@@ -180,9 +183,15 @@ def publish_cmd(
     (a mistyped --data-dir is refused), except the default one, which the first publish on
     a fresh install makes.
     """
-    from edgewise.registry import Registry
+    from edgewise.errors import InvalidParameterError
+    from edgewise.registry import Registry, check_lengths
 
     _publish_data_dir(data_dir)
+    if not (data_dir / "registry" / "registry.sqlite").exists():
+        try:  # before anything is made; else the registry refuses (older versions aside)
+            check_lengths(name, version, "edgewise registry publish")
+        except InvalidParameterError as exc:
+            raise fail(str(exc)) from None
     if model_file.is_dir():
         raise fail(f"Model file {str(model_file)!r} is a directory; give the model file to "
                    "publish, e.g. model.pkl.")
@@ -199,7 +208,7 @@ def publish_cmd(
         fmt = model_format(model_file, format)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from edgewise.errors import InvalidParameterError, SignatureError
+    from edgewise.errors import SignatureError
     from edgewise.security import Security
 
     payload = model_file.read_bytes()

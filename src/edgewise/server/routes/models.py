@@ -42,8 +42,10 @@
   ``signing_key.pem`` holds another key than the one issued; 409 (reason ``blob_damaged``,
   field ``version``) if the version's stored model is missing or damaged: publish it again;
   409 (reason ``bad_key``) if ``signing_key.pem`` is damaged.
-  422 for an empty name or version, a downgrade without ``"rollback": true``, or a rollback
-  that is no downgrade (:meth:`Registry.rollout`). Nothing refused spends a release counter.
+  422 for an empty name or version, a name over 128 or a version over 64 bytes of UTF-8
+  (unless published before there were limits), a downgrade without ``"rollback": true``,
+  or a rollback that is no downgrade (:meth:`Registry.rollout`). Nothing refused spends a
+  release counter.
   A body field other than these is refused (422 naming it: a typo such as ``expire_days``
   signed a 30-day manifest).
   Audited as ``model.rollout`` by
@@ -76,6 +78,8 @@ from edgewise.gateway.metrics import Metrics
 from edgewise.registry import (
     KEY_FILE,
     MAX_EXPIRY_DAYS,
+    MAX_NAME_BYTES,
+    MAX_VERSION_BYTES,
     MIN_EXPIRY_DAYS,
     TARGET_ALLOWED,
     Registry,
@@ -112,8 +116,9 @@ class RolloutRequest(BaseModel):
         "field not listed here is refused (422 naming it).")})
 
     name: str = Field(description="The published model's name (GET /v1/registry lists "
-                      "them).")
-    version: str = Field(description="A published version of the model.")
+                      f"them): at most {MAX_NAME_BYTES} bytes of UTF-8, as publish takes it.")
+    version: str = Field(description="A published version of the model: at most "
+                         f"{MAX_VERSION_BYTES} bytes of UTF-8, as publish takes it.")
     # the limits are checked by the registry (422 naming the field); here they are documented
     target: str = Field(
         description=f"Who gets it: {TARGET_ALLOWED}; a device must be registered.",
@@ -209,11 +214,12 @@ def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest,
     """
     if exc.field == "name":
         return _problem(422, str(exc), "invalid", field="name", value=body.name,
-                        allowed="non-empty text, not only blanks: a published model's name")
+                        allowed="non-empty text, not only blanks, at most "
+                        f"{MAX_NAME_BYTES} bytes of UTF-8: a published model's name")
     if exc.field == "version":
         return _problem(422, str(exc), "invalid", field="version", value=body.version,
-                        allowed="a published version of the model: non-empty text, with "
-                        "finite metrics")
+                        allowed="a published version of the model: non-empty text, at "
+                        f"most {MAX_VERSION_BYTES} bytes of UTF-8, with finite metrics")
     if exc.field == "target":
         kind, _, ident = body.target.partition(":")
         if kind not in ("device", "group") or not ident:  # not even of the form
