@@ -628,10 +628,16 @@ class BehaviourGroups:
         # in the order of the device ids: the same data gives the same groups, whatever
         # the order of the mapping (k-means' start and ties follow the row order)
         hist = dict(sorted(self._histories(X, at_least=2).items()))
+        # readings past +-MAX_MAGNITUDE (a 'no value' sentinel such as 1.7e308) are set
+        # aside, counted per device and metric: their medians, spreads and trends overflow
+        # to inf or NaN, which read as 'no such feature', so a device reading 1.7e308
+        # where the fleet reads 20 grouped with it, unnoticed
+        hist, self.set_aside_ = _set_aside_huge(hist)
         self._fit_metrics(hist)
         # a device sending none of the used metrics has no feature to group it by: left
         # out (named with why, as a metric left out is), not measured at the fleet median
-        self.left_out_devices_ = {d: _sends_none(list(f.columns), self.metrics_)
+        self.left_out_devices_ = {d: _sends_none(list(f.columns), self.metrics_,
+                                                 self.set_aside_.get(d, {}))
                                   for d, f in hist.items()
                                   if not set(f.columns) & set(self.metrics_)}
         hist = {d: f for d, f in hist.items() if d not in self.left_out_devices_}
@@ -976,7 +982,7 @@ class BehaviourGroups:
         the odd score's features, as in the fit), odd flag and, for an odd one, the feature
         that sets it furthest from its group; indexed by device."""
         self._fitted()
-        hist = self._histories(X, at_least=1)
+        hist, _ = _set_aside_huge(self._histories(X, at_least=1))
         lacking = [d for d, f in hist.items() if not set(f.columns) & set(self.metrics_)]
         if lacking:
             raise InvalidParameterError(
@@ -1025,6 +1031,7 @@ class BehaviourGroups:
                 "metrics": self.metrics_, "left_out": self.left_out_,
                 "left_out_devices": dict(self.left_out_devices_),
                 "missing": self.missing_,
+                "set_aside": dict(getattr(self, "set_aside_", {})),
                 "silhouette": {str(k): round(v, 3) for k, v in self.silhouette_.items()},
                 "null_silhouette": {str(k): round(v, 3)
                                     for k, v in self.null_silhouette_.items()},
@@ -1486,15 +1493,63 @@ def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
     return model
 
 
-def _sends_none(sent: list[str], used: list[str], shown: int = 10) -> str:
-    """Why a device sending ``sent`` (none of the ``used`` metrics) is left out of a fit.
+#: Readings of a larger magnitude are set aside by a fit (see :func:`_set_aside_huge`): no
+#: physical reading comes near it, and below it every feature and the fit's sums of their
+#: squares stay finite (a device constant at 1e180 overflowed the features' reliability),
+#: while a device whose readings are all absurd but finite (1e150 times the fleet's) is
+#: still an odd one out, not set aside.
+MAX_MAGNITUDE = 1e160
+
+
+def _set_aside_huge(hist: dict[str, pd.DataFrame]
+                    ) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, int]]]:
+    """``hist`` with each reading past +-:data:`MAX_MAGNITUDE` made NaN (no reading) and a
+    metric left with no finite reading dropped, and how many readings of each device's
+    metrics were set aside so. A device that sends a 'no value' sentinel (1.7e308), or
+    swings by 1e300, would otherwise get inf or NaN features (medians and spreads overflow),
+    which a fit reads as features it lacks: it looked like the fleet.
+
+    >>> idx = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC")
+    >>> h, out = _set_aside_huge({"p": pd.DataFrame({"a": [1.0, 1.7e308, 2.0],
+    ...                                              "b": [1e300] * 3}, index=idx)})
+    >>> h["p"]["a"].tolist(), list(h["p"].columns), out
+    ([1.0, nan, 2.0], ['a'], {'p': {'a': 1, 'b': 3}})
+    """
+    out: dict[str, pd.DataFrame] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for d, f in hist.items():
+        v = f.to_numpy(dtype=float)
+        huge = np.abs(v) > MAX_MAGNITUDE  # NaN compares False: not counted
+        if not huge.any():
+            out[d] = f
+            continue
+        per = huge.sum(axis=0)
+        counts[d] = {str(m): int(c) for m, c in zip(f.columns, per, strict=True) if c}
+        v = np.where(huge, np.nan, v)
+        keep = np.isfinite(v).any(axis=0)
+        out[d] = pd.DataFrame(v[:, keep], index=f.index, columns=f.columns[keep])
+    return out, counts
+
+
+def _sends_none(sent: list[str], used: list[str],
+                set_aside: Mapping[str, int] | None = None, shown: int = 10) -> str:
+    """Why a device sending ``sent`` (none of the ``used`` metrics) is left out of a fit;
+    ``set_aside``: its readings past +-:data:`MAX_MAGNITUDE` per metric, set aside.
 
     >>> _sends_none(["c"], ["load", "temp"])
     'sends none of the metrics used (load, temp); it sends c'
+    >>> _sends_none([], ["load", "temp"], {"load": 3})
+    'sends none of the metrics used (load, temp) but readings past +-1e+160 (set aside: \
+load 3); it sends nothing else'
     """
     def names(ms: list[str]) -> str:
         return ", ".join(ms[:shown]) + (f" and {len(ms) - shown} more" if len(ms) > shown
                                         else "")
+    if set_aside:
+        huge = names([f"{m} {n}" for m, n in sorted(set_aside.items())])
+        return (f"sends none of the metrics used ({names(used)}) but readings past "
+                f"+-{MAX_MAGNITUDE:g} (set aside: {huge}); it sends "
+                f"{names(sorted(sent)) or 'nothing else'}")
     return f"sends none of the metrics used ({names(used)}); it sends {names(sorted(sent))}"
 
 

@@ -47,7 +47,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError
-from edgewise.models.cluster import BehaviourGroups
+from edgewise.models.cluster import MAX_MAGNITUDE, BehaviourGroups
 from edgewise.models.profile import device_history, finite_metrics
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.fitting import (
@@ -238,7 +238,10 @@ def _answer(model: BehaviourGroups, fleet: _Fleet, left: list[dict[str, str]], s
                          key=lambda d: d["device"]),
                      "metrics": [{"metric": m, "reason": why}
                                  for m, why in summary["left_out"].items()]},
-        "missing": summary["missing"], "metrics": summary["metrics"],
+        "missing": summary["missing"],
+        # readings past +-1e160 (a 'no value' sentinel such as 1.7e308) the fit set aside
+        "set_aside": {"max_magnitude": MAX_MAGNITUDE, "readings": summary["set_aside"]},
+        "metrics": summary["metrics"],
         "reference": model.reference,
         "window": {"days": WINDOW_DAYS, "start": format_ns(min(starts)),
                    "end": format_ns(fleet.end_ns), "bucket_s": step,
@@ -331,7 +334,10 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
     "`members`, `odd_ones_out` nearest it and up to three `traits`: `text` in words, "
     "`feature`, `group` and `fleet` medians and `effect` in scaled units), `odd_ones_out` "
     "(`device`, `nearest_group`, `odd_score`, `reason`; flagged above `odd_cut`), `left_out` "
-    "devices and metrics with why, `missing` metrics per device, `metrics`, `window` "
+    "devices and metrics with why, `missing` metrics per device, `set_aside` (readings "
+    "past +-`max_magnitude`, 1e160, such as a 'no value' sentinel 1.7e308, counted per "
+    "device and metric under `readings`: not grouped by; a metric with no other reading is "
+    "`missing`), `metrics`, `window` "
     f"(`bucket_s`: the window is averaged per bucket to at most {MAX_POINTS:,} points per "
     f"device and metric; at most {MAX_DEVICES} devices, the most recently seen), "
     f"`fitted_at` and `cached`. A fit takes seconds; it is kept per (groups, reference) for "
