@@ -149,6 +149,17 @@ Groups = Annotated[
 ]
 
 
+def _check_group_option(groups: list[str]) -> None:
+    """Refuse, in one line naming ``--group`` (exit 2), a group name no group can have."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security.credentials import check_groups
+
+    try:
+        check_groups(groups)
+    except InvalidParameterError as exc:
+        raise fail(f"--group: {exc}") from None
+
+
 @device_app.command("add")
 def device_add(name: IdArg, data_dir: DataDir, group: Groups = [],  # noqa: B006
                store: StoreUrl = "", as_json: Json = False) -> None:
@@ -157,7 +168,7 @@ def device_add(name: IdArg, data_dir: DataDir, group: Groups = [],  # noqa: B006
     Refused while the store (--store, else the data dir's DuckDB file) still holds data of a
     device of that id: delete it first with 'edgewise device delete NAME'.
     """
-    from edgewise.security.credentials import check_device_name, check_groups
+    from edgewise.security.credentials import check_device_name
 
     if store:  # a mistyped --store: it warned "could not check the store", then added the
         # device all the same (exit 0), unchecked for an old device's data under its id
@@ -170,7 +181,7 @@ def device_add(name: IdArg, data_dir: DataDir, group: Groups = [],  # noqa: B006
             raise fail(f"--store: {exc}") from None
     with _security(data_dir) as sec:
         check_device_name(name)  # first: a store is looked at only for a valid request
-        check_groups(group)
+        _check_group_option(group)
         if not (sec.has_device(name) or sec.data_kept(name)):  # else add_device says why
             _refuse_stored_data(data_dir, store, name)
         device_id, secret = sec.add_device(name, groups=group, actor="cli")
@@ -198,6 +209,7 @@ def device_groups(
     """
     if group and clear:
         raise fail("Give either --group (the new groups) or --clear, not both.")
+    _check_group_option(group)
     existing_data_dir(data_dir)  # no device is registered in a data dir that is not there
     with _security(data_dir, unknown_id=True) as sec:
         if not sec.has_device(device_id):
@@ -225,6 +237,9 @@ def device_rotate_secret(
     device keeps its id, groups and stored data. Put the new secret on the device (its
     agent's --secret-file). Audited as device.rotate_secret.
     """
+    if not device.strip():  # the hint would be "edgewise device add " with no id
+        raise fail(f"--device {device!r} is empty or blank: give the id of a registered device, as "
+                   "'edgewise device list' shows it.")
     existing_data_dir(data_dir)  # a mistyped one: no credentials file made there
     if not _has_security(data_dir):
         raise fail(f"Device {device!r} is not registered (no devices in "
@@ -723,9 +738,9 @@ def token_create(
         "--role", help=f"admin, operator or viewer. {ROLES_DOC}", click_type=UTF8_TEXT)],
     name: Annotated[str, typer.Option(
         "--name", help="Who or what will use it (default: the role): at most 64 characters, "
-        "no control characters (tab, newline), not 8 hex digits (a token id's form), not a "
-        "name the gateway acts under (cli, demo, edgewise, federated, first-start, gateway, "
-        "retention).", click_type=UTF8_TEXT)] = "",
+        "no control characters (tab, newline), not blank or only dashes, not 8 hex digits (a "
+        "token id's form), not a name the gateway acts under (cli, demo, edgewise, "
+        "federated, first-start, gateway, retention).", click_type=UTF8_TEXT)] = "",
     as_json: Json = False,
 ) -> None:
     """Create an API token with ROLE and print it (shown only this once).

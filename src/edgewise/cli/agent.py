@@ -297,10 +297,14 @@ def _read_secret(path: Path) -> str:
     ...
     click.exceptions.Exit: 2
     """
-    where = f"Secret file {str(path)!r}"
+    where = f"--secret-file: Secret file {str(path)!r}"
     want = ("the secret 'edgewise device add' printed for this device, on one line")
-    if not path.is_file():
+    if path.is_dir():
+        raise fail(f"{where} is a directory; give the file in it that holds {want}.")
+    if not path.exists():
         raise fail(f"{where} does not exist; it must hold {want}.")
+    if not path.is_file():
+        raise fail(f"{where} is not a regular file; it must hold {want}.")
     try:
         raw = path.read_bytes()
     except OSError as exc:

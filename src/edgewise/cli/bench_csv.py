@@ -18,6 +18,7 @@ from edgewise.cli.detect import (
     Threshold,
     TimeColumn,
     TrainRows,
+    check_detector,
     split_columns,
 )
 
@@ -66,6 +67,7 @@ def bench_csv(
     ('-', null in --json, where a rate is undefined: its denominator is 0)."""
     from edgewise.bench.csv import bench_folder, rate_text
 
+    check_detector(detector)  # before any file is scored
     cols = split_columns(columns)
 
     def show(path: Path, m: dict[str, Any]) -> None:

@@ -52,7 +52,8 @@ def bench_nab(
     from edgewise.detect import DETECTORS
 
     if detector not in DETECTORS:
-        raise fail(f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}.")
+        raise fail(f"--detector: Unknown detector {detector!r}. Choose one of: "
+                   f"{', '.join(sorted(DETECTORS))}.")
     inputs = [("--data", data)] + ([("--reference", reference)] if reference else [])
     out_dir = out_path("--out", out, folder=True, example="/tmp/nab", inputs=inputs)
     if not (data / "labels" / "combined_windows.json").is_file():
@@ -164,7 +165,8 @@ def bench_nab_split(
     from edgewise.detect import DETECTORS
 
     if detector not in DETECTORS:
-        raise fail(f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}.")
+        raise fail(f"--detector: Unknown detector {detector!r}. Choose one of: "
+                   f"{', '.join(sorted(DETECTORS))}.")
     if tune_on not in ("even", "odd"):
         raise fail(f"--tune-on must be 'even' or 'odd'; got {tune_on!r}.")
     if not (data / "labels" / "combined_windows.json").is_file():

@@ -41,6 +41,34 @@ Threshold = Annotated[
 ]
 
 
+def check_detector(detector: str | None) -> None:
+    """Refuse, in one line naming ``--detector`` (exit 2), a detector name that is none of
+    :data:`~edgewise.detect.DETECTORS`; ``None`` (the default by the data) passes.
+
+    >>> check_detector("ewzscore")
+    >>> check_detector(" ")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    from edgewise.detect import DETECTORS
+
+    if detector is not None and detector not in DETECTORS:
+        raise fail(f"--detector: Unknown detector {detector!r}. Choose one of: "
+                   f"{', '.join(sorted(DETECTORS))}.")
+
+
+def check_columns_in(df: pd.DataFrame, columns: list[str] | None) -> None:
+    """Refuse, in one line naming ``--columns`` (exit 2), a column ``columns`` names that
+    ``df`` (the file as read) does not have."""
+    from edgewise.bench.csv import _listed
+
+    missing = [c for c in columns or [] if c not in df.columns]
+    if missing:
+        raise fail(f"--columns: Column {missing[0]!r} is not in the file. Columns: "
+                   f"{_listed(df)}.")
+
+
 def split_columns(columns: str | None) -> list[str] | None:
     """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``. Read as
     one CSV line, so a name with a comma is quoted (``'"Temp, °C",Druck'``). A value that
@@ -223,11 +251,13 @@ def detect(
     from edgewise.tables import check_csv_file, header_as_written, read_tables
 
     check_threshold(threshold)
+    check_detector(detector)
     cols = split_columns(columns)
     check_csv_file(file)  # before OUT's name is made from it ('' is the directory '.')
     target = out or scored_name(file)
     check_out(target, inputs=[("FILE", file)])
     df, cells = read_tables(file)  # the numbers, and every cell as written for OUT
+    check_columns_in(df, cols)
     earlier = [c for c in OUTPUT_COLUMNS
                if c in df.columns and c not in (cols or []) and c != label_column]
     if label_column is not None and label_column in df.columns:

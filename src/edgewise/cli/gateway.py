@@ -357,6 +357,37 @@ def _stop_on_signal() -> asyncio.Event:
     return stop
 
 
+#: Options of serve/demo whose empty value was silently taken, as (parameter, option, what is
+#: right): an empty --store used the default DuckDB file even with EDGEWISE_STORE set; an
+#: empty --audit-syslog or --alert-webhook forwarded nothing (or, for --audit-syslog, fell
+#: back to EDGEWISE_AUDIT_SYSLOG), as a script's unset "$VAR" would give it.
+_NOT_BLANK = (
+    ("store", "--store", ("duckdb:///PATH or postgresql://…, or leave the option out for "
+                          "DuckDB under the data dir (or EDGEWISE_STORE)")),
+    ("alert_webhook", "--alert-webhook", ("an https:// URL (http:// to a loopback host), or "
+                                          "leave the option out for none (or "
+                                          "EDGEWISE_ALERT_WEBHOOKS)")),
+    ("audit_syslog", "--audit-syslog", ("udp://HOST[:514], tcp://HOST[:601] or "
+                                        "tls://HOST[:6514], or leave the option out for none "
+                                        "(or EDGEWISE_AUDIT_SYSLOG)")),
+)
+
+
+def _refuse_blank_options() -> None:
+    """Refuse, in one line naming the option (exit 2), a blank ``--store``,
+    ``--alert-webhook`` or ``--audit-syslog`` given on the command line. An empty
+    ``EDGEWISE_*`` variable still counts as unset (README "Settings"): Click never passes it."""
+    ctx = click.get_current_context()
+    for name, flag, right in _NOT_BLANK:
+        if name not in ctx.params or (ctx.get_parameter_source(name)
+                                      is not click.core.ParameterSource.COMMANDLINE):
+            continue
+        value = ctx.params[name]
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and not v.strip():
+                raise fail(f"{flag} {v!r} is blank: give {right}.")
+
+
 @app.command(cls=SettingsCommand)
 def serve(
     data_dir: DataDir,
@@ -384,6 +415,7 @@ def serve(
     from edgewise.errors import BrokerUnavailableError
     from edgewise.gateway.runtime import Gateway
 
+    _refuse_blank_options()
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z, fleet_prior,
                          # a tuple, never joined: a URL may hold a comma (?teams=a,b)
@@ -593,6 +625,7 @@ def demo(
     from edgewise.sim.fleet import FleetRunner
     from edgewise.sim.pumps import PumpFleet
 
+    _refuse_blank_options()
     if pumps < 1:
         raise ConfigError(f"--pumps must be at least 1. Got {pumps} instead.")
     _check_pumps_fit(pumps)

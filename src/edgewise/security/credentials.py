@@ -28,7 +28,8 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 * Tokens are listed (:meth:`Security.list_tokens`: id, name, role, created; never the
   secret, which is not kept) and revoked (:meth:`Security.revoke_token`, by name or id).
   A token's name is at most :data:`MAX_TOKEN_NAME` characters, holds no control or
-  invisible format characters (a newline would print a fake row in a listing), and never
+  invisible format characters (a newline would print a fake row in a listing), is not
+  blank or only dashes, and never
   has a token id's form (8 hex digits), and no id is issued equal to a name, so a name
   never passes for another token's id.
   Every request looks its token up afresh, so a revoked token is refused at once, also by a
@@ -520,7 +521,9 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
 def _check_token_name(name: object) -> str:
     """``name`` if it can name an API token: text of at most :data:`MAX_TOKEN_NAME`
     characters, without control or invisible format characters (a tab or newline in a name
-    would let it print a fake row in 'edgewise token list'), not of a token id's form (8 hex
+    would let it print a fake row in 'edgewise token list'), not blank or only dashes
+    (``' '``, ``'--'``: an empty column in a listing, an option's end to 'token revoke'),
+    not of a token id's form (8 hex
     digits), not one of :data:`RESERVED_TOKEN_NAMES` (in any case: the gateway's own actors,
     e.g. ``gateway``, which acknowledges seq_gap alerts once the gap fills); else
     :class:`InvalidParameterError`, ``field="name"``. ``""`` stands for the role.
@@ -535,6 +538,10 @@ def _check_token_name(name: object) -> str:
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: The 'name' of an API token must not hold control or invisible format characters (tab, newline, …). Got 'ops\\nadmin' instead, with '\\n' at position 3; e.g. 'ops admin'.
+    >>> _check_token_name("--")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'name' of an API token must not be blank or only dashes: it says who or what uses the token. Got '--' instead; e.g. 'grafana', or leave it out for the role.
     >>> _check_token_name("Gateway")
     Traceback (most recent call last):
     ...
@@ -562,6 +569,13 @@ def _check_token_name(name: object) -> str:
             "The 'name' of an API token must not hold control or invisible format characters "
             f"(tab, newline, …). Got {name!r} instead, with {name[bad[0]]!r} at position "
             f"{bad[0]}{hint}.", field="name", value=name)
+    if name and not name.replace("-", "").strip():
+        # ' ' lists as an empty column in 'edgewise token list', '--' reads as the end of
+        # options to 'token revoke': neither says who or what uses the token
+        raise InvalidParameterError(
+            "The 'name' of an API token must not be blank or only dashes: it says who or "
+            f"what uses the token. Got {name!r} instead; e.g. 'grafana', or leave it out "
+            "for the role.", field="name", value=name)
     if _TOKEN_ID_RE.fullmatch(name):
         raise InvalidParameterError(
             "The 'name' of an API token must not look like a token id (8 hex digits, as "
@@ -1267,7 +1281,7 @@ class Security:
 
         ``name`` (by default the role) says who or what uses it: at most
         :data:`MAX_TOKEN_NAME` characters, no control or invisible format characters, not
-        of a token id's form (8 hex digits), so that :meth:`revoke_token` never takes it
+        blank or only dashes, not of a token id's form (8 hex digits), so that :meth:`revoke_token` never takes it
         for another token's id, and none of :data:`RESERVED_TOKEN_NAMES` (the names the
         gateway acts under itself, in any case); else :class:`InvalidParameterError`
         (``field="name"``). The token and its ``token.create`` audit entry are written in

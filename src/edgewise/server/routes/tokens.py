@@ -1,7 +1,8 @@
 """API tokens (admin), the audit log (admin), and who the caller is (any role).
 
 ``POST /v1/tokens`` refuses a name over :data:`~edgewise.security.credentials.MAX_TOKEN_NAME`
-characters, with control characters (tab, newline, …), of a token id's form (8 hex digits)
+characters, with control characters (tab, newline, …), blank or only dashes (``" "``,
+``"--"``), of a token id's form (8 hex digits)
 or one the gateway acts under itself
 (:data:`~edgewise.security.credentials.RESERVED_TOKEN_NAMES`: ``gateway``, ``cli``, …)
 with a 422 naming ``name``: the rule is :meth:`Security.create_token`'s, the same for
@@ -42,7 +43,8 @@ class NewToken(BaseModel):
     # the limit is checked by Security.create_token, as for the CLI; here it is documented
     name: str = Field(default="", json_schema_extra={"maxLength": MAX_TOKEN_NAME},
                       description="Who or what will use it (default: the role); no control "
-                      "characters (tab, newline, …); not 8 hex digits, a token id's form; "
+                      "characters (tab, newline, …); not blank or only dashes; not 8 hex "
+                      "digits, a token id's form; "
                       f"not one the gateway acts under ({', '.join(RESERVED_TOKEN_NAMES)}, "
                       "in any case).")
 
@@ -65,7 +67,8 @@ def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str,
     except InvalidParameterError as exc:
         raise Problem(422, "Invalid input", str(exc), field=exc.field, value=exc.value,
                       allowed=f"at most {MAX_TOKEN_NAME} characters, no control characters "
-                      "(tab, newline, …), not 8 hex digits (a token id's form), not "
+                      "(tab, newline, …), not blank or only dashes, not 8 hex digits (a "
+                      "token id's form), not "
                       f"{', '.join(RESERVED_TOKEN_NAMES)} (in any case)"
                       if exc.field == "name" else None,
                       reason="invalid") from None
