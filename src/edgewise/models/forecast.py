@@ -17,6 +17,15 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    and an empty step is never a training target. A grid of more than 100 steps a reading
    (a reading years from the rest, as a clock never set puts one in 1970) is refused,
    naming the reading and the gap, before it is built.
+   Isolated spikes are missing readings (:func:`spike_mask`, :attr:`Forecaster.n_spikes_`):
+   the readings the data-quality report calls spikes (its Hampel rule with a noise floor;
+   a reading at one of the series' levels is none), less those that recur a day or a week
+   away (a daily peak is forecast). Three glitches to 200 in ten days of hourly readings
+   about 20 made the forecast 11.7, 11.7, 61.2 and the interval's low 0 (glitches to 1e6:
+   0 and 211342); now 20.1, 20.2, 20.4 in [19.6, 21.7], as without them. The calibration,
+   the refit and the floor (5.) all use the cleaned history, and :meth:`Forecaster.predict`
+   without a history forecasts from it. (Benchmark: median MASE 0.958 -> 0.975, the scored
+   truth keeps its glitches; 4 of 8 series within 0.003.)
 2. **The season.** With ``season=None`` the candidate periods are one day and one week of
    steps (when the history holds three of them); each one whose autocorrelation is at
    least 0.3 is a seasonal lag if it also rises at the period (0.1 above its lowest at a
@@ -102,6 +111,8 @@ from edgewise.models.conformal import ConformalBands, min_residuals
 from edgewise.models.model_file import read_model_file, read_model_header, write_model_file
 from edgewise.params import Interval, validate_params
 from edgewise.quality.resample import resample
+from edgewise.quality.spikes import hampel_mask
+from edgewise.quality.states import two_state
 
 __all__ = [
     "FORECAST_FORMAT_VERSION",
@@ -115,6 +126,7 @@ __all__ = [
     "reading_phase",
     "regular_series",
     "seasonal_naive",
+    "spike_mask",
     "step_fill",
     "to_ns",
 ]
@@ -376,6 +388,11 @@ class Forecaster:
         CPU threads for the trees (more threads than free cores slow them down badly).
     random_state
         Seed of the row subset and the trees.
+
+    Attributes
+    ----------
+    n_spikes_
+        Readings of the fitted history left out as isolated spikes (:func:`spike_mask`).
     """
 
     _parameter_constraints: ClassVar[dict[str, Any]] = {
@@ -721,6 +738,12 @@ class Forecaster:
         self.step_ns_ = self._step_ns(ts)
         _check_span(ts, self.step_ns_)
         self.phase_ns_ = reading_phase(ts, self.step_ns_)
+        # isolated spikes (glitches) are missing readings: one reading of 200 in a series
+        # about 20 became the recent value, the level and a season back of many rows
+        spikes = spike_mask(ts, v, self.step_ns_, self.phase_ns_)
+        self.n_spikes_ = int(spikes.sum())
+        raw = v
+        v = np.where(spikes, np.nan, v)
         grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
         self.seasons_ = self._detect_seasons(series)
         if self.season is None:
@@ -770,7 +793,7 @@ class Forecaster:
         self.trees_ = self._fit_trees(series, grid, n - 1, seed)
         keep = self._lookback() + 1
         self.history_ = (grid[-keep:].copy(), series[-keep:].copy())
-        self.training_hash_ = hashlib.sha256(ts.tobytes() + v.tobytes()).hexdigest()
+        self.training_hash_ = hashlib.sha256(ts.tobytes() + raw.tobytes()).hexdigest()
         self.n_steps_ = n
         return self
 
@@ -983,6 +1006,8 @@ class Forecaster:
             "n_steps": self.n_steps_,
             "history_end_ns": int(self.history_[0][-1]),
             "training_data_sha256": self.training_hash_,
+            # readings left out as spikes (None: a model saved before they were)
+            "spikes_left_out": getattr(self, "n_spikes_", None),
         }
 
     def save(self, path: str | Path) -> int:
@@ -1021,6 +1046,61 @@ def load_forecaster(path: str | Path) -> Forecaster:
     if not isinstance(model, Forecaster) or not hasattr(model, "trees_"):
         raise ForecastFileError(f"File {str(path)!r} does not hold a fitted Forecaster.")
     return model
+
+
+#: A reading the spike rule flags is no spike where a reading one day or one week (or two)
+#: before or after it stands out from its neighbours the same way by at least this share
+#: of its own deviation: a daily peak recurs, a glitch does not.
+_RECUR_SHARE = 0.25
+
+
+def spike_mask(ts_ns: np.ndarray, values: np.ndarray, step_ns: int,
+               phase_ns: int | None = None) -> np.ndarray:
+    """Boolean mask of the readings :class:`Forecaster` leaves out as isolated spikes: those
+    the data-quality report calls spikes (:func:`~edgewise.quality.spikes.hampel_mask`,
+    ``half_window=3``, ``n_sigmas=5``, a reading at one of the series' levels never one,
+    nor any reading of a two-state series), less those that recur a day or a week later or
+    earlier (one or two cycles, on the grid of ``step_ns`` at ``phase_ns``): a reading a
+    cycle away deviating from its neighbours' median the same way by at least
+    :data:`_RECUR_SHARE` of the reading's own deviation makes it a seasonal peak, which is
+    forecast, not left out. NaN values are never spikes.
+
+    >>> H = 3600 * 10**9
+    >>> ts = np.arange(100) * H
+    >>> v = 20 + 0.1 * np.sin(np.arange(100.0))
+    >>> v[40] = 200.0
+    >>> spike_mask(ts, v, H).nonzero()[0].tolist()
+    [40]
+    >>> v[[16, 64, 88]] = 200.0                     # 200 at the same hour every day
+    >>> spike_mask(ts, v, H).any()
+    np.False_
+    """
+    v = np.asarray(values, dtype=float)
+    mask = np.zeros(len(v), dtype=bool)
+    good = np.flatnonzero(np.isfinite(v))
+    if len(good) < 3 or two_state(v[good])["binary"]:
+        return mask
+    mask[good] = hampel_mask(v[good], half_window=3, n_sigmas=5.0)
+    if not mask.any():
+        return mask
+    step = int(step_ns)
+    phase = reading_phase(ts_ns, step) if phase_ns is None else int(phase_ns) % step
+    at = (np.asarray(ts_ns, dtype=np.int64)[good] - phase + step // 2) // step  # grid step
+    med = pd.Series(v[good]).rolling(7, center=True, min_periods=1).median().to_numpy()
+    dev = v[good] - med
+    flagged = np.flatnonzero(mask[good])
+    own = dev[flagged]
+    recurs = np.zeros(len(flagged), dtype=bool)
+    for period in (p // step for p in (_NS_PER_DAY, 7 * _NS_PER_DAY) if p % step == 0):
+        if period < 2:
+            continue
+        for k in (-2, -1, 1, 2):  # the readings a cycle or two away
+            target = at[flagged] + k * period
+            there = np.minimum(np.searchsorted(at, target), len(at) - 1)
+            recurs |= (at[there] == target) & (
+                dev[there] * np.sign(own) >= _RECUR_SHARE * np.abs(own))
+    mask[good[flagged[recurs]]] = False
+    return mask
 
 
 def _beyond_daily(y: np.ndarray, day: int, week: int) -> bool:

@@ -185,6 +185,7 @@ def _fit(device_id: str, metric: str, horizon: int,
         "history": {
             "window_days": WINDOW_DAYS, "start": format_ns(int(ts[0])),
             "end": format_ns(int(ts[-1])), "readings": len(rows), "steps": model.n_steps_,
+            "spikes_left_out": model.n_spikes_,
             "bucket_s": None if bucket is None else bucket / 1e9,
         },
         "fitted_at": format_ns(time.time_ns()),
@@ -289,7 +290,8 @@ _TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail say
     "`forecast.time`, `forecast.forecast`, `forecast.low`, `forecast.high` (`null`: "
     "unbounded on that side, when the history's tail held too few known values to "
     "calibrate a finite bound), with `step_s`, "
-    "`season` (steps per cycle; 1: none found) and the `history` used. Fitting takes about "
+    "`season` (steps per cycle; 1: none found) and the `history` used (`history.spikes_left_out`: "
+    "readings left out as isolated spikes, as the quality report calls them). Fitting takes about "
     "a second; the fit is kept per (device, metric, horizon) and reused (`cached: true`) "
     "until the metric has a reading in a step after the fitted history's last, or for "
     f"{int(TTL_S)} s at most.",
