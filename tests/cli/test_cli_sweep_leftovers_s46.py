@@ -8,17 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_cli_sweep_s46 import _one_error_line
 from tests.in_process import edgewise_here
-
-
-def _one_error_line(stderr: str, *names: str) -> str:
-    """The single ``error:`` line of ``stderr`` (no traceback), naming each of ``names``."""
-    assert "Traceback" not in stderr, stderr[-2000:]
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-2000:]
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("name", [" ", "--", "-", " - ", "\u3000"])
