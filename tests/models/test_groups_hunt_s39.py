@@ -371,11 +371,14 @@ def test_a_huge_number_has_no_prefix_after_its_exponent() -> None:
 
 
 @pytest.mark.parametrize("bad", [[1e300], [1.7e308, -1.7e308]])
-def test_a_device_sending_huge_finite_values_is_odd_not_a_crash(bad: list[float]) -> None:
-    """Check one device whose temperature reads a huge but finite value (telemetry takes
-    any float to 1.8e308) is flagged odd: the odd cut's Gram matrix of residuals
-    overflowed to inf and ``eigvalsh`` raised LinAlgError, a 500 for the whole fleet's
-    ``GET /v1/fleet/groups``."""
+def test_a_device_sending_huge_finite_values_is_set_aside_not_a_crash(bad: list[float]
+                                                                     ) -> None:
+    """Check one device whose temperature reads only a huge but finite value (telemetry
+    takes any float to 1.8e308) does not crash the fit: the odd cut's Gram matrix of
+    residuals overflowed to inf and ``eigvalsh`` raised LinAlgError, a 500 for the whole
+    fleet's ``GET /v1/fleet/groups``. Since session 46 such readings are set aside (beyond
+    +-1e160, counted in ``set_aside_``): the device's temperature is missing, not a
+    profile that makes it odd, and no other device is odd."""
     rng = np.random.default_rng(0)
     fleet = {}
     for d in range(6):
@@ -386,4 +389,6 @@ def test_a_device_sending_huge_finite_values_is_odd_not_a_crash(bad: list[float]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         model = BehaviourGroups().fit(fleet)
-    assert model.odd_["p0"] and not model.odd_.drop("p0").any()
+    assert model.set_aside_ == {"p0": {"temp": 200}}
+    assert model.missing_ == {"p0": ["temp"]}
+    assert not model.odd_.drop("p0").any()
