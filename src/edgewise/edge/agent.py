@@ -1406,6 +1406,37 @@ def _writer_alive(pid: int) -> bool:
     return True
 
 
+def _remove_regular_files(folder: os.PathLike[str] | str, wanted: Callable[[str], object],
+                          ) -> list[tuple[str, str, int]]:
+    """Remove the regular files in ``folder`` whose names ``wanted`` accepts (a link is
+    neither followed nor removed; one that cannot be removed is skipped); return each
+    one's name, path and size. A folder that cannot be listed removes nothing.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "a.tmp"), "w").write("xy")
+    >>> [(name, size) for name, _, size in _remove_regular_files(d, lambda n: n.endswith(".tmp"))]
+    [('a.tmp', 2)]
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    removed: list[tuple[str, str, int]] = []
+    for entry in entries:
+        if not wanted(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)  # the name itself: a link put there since is not followed
+        except OSError:
+            continue
+        removed.append((entry.name, entry.path, size))
+    return removed
+
+
 class ModelSlot:
     """Verified models on disk and an atomically replaced pointer to the current one.
 
@@ -1486,34 +1517,12 @@ class ModelSlot:
             m = _SLOT_TEMP.fullmatch(name)
             return m is not None and (self.exclusive or not _writer_alive(int(m["pid"])))
 
-        removed = self._remove_files(stale)
+        removed = _remove_regular_files(self.root, stale)
         for _, path, size in removed:
             log.info(json.dumps({"event": "model_temp_removed", "path": path,
                                  "bytes": size, "detail": "left by a model install that did "
                                  "not finish (a power loss or a kill mid-write)"}))
         return [name for name, _, _ in removed]
-
-    def _remove_files(self, wanted: Callable[[str], bool]) -> list[tuple[str, str, int]]:
-        """Remove the slot's regular files whose names ``wanted`` accepts (a link is never
-        followed nor removed; one that cannot be removed is skipped); return each one's
-        name, path and size."""
-        try:
-            entries = list(os.scandir(self.root))
-        except OSError:
-            return []
-        removed: list[tuple[str, str, int]] = []
-        for entry in entries:
-            if not wanted(entry.name):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-                os.unlink(entry.path)  # the name itself: a link put there since is not followed
-            except OSError:
-                continue
-            removed.append((entry.name, entry.path, size))
-        return removed
 
     def _record_pointer(self) -> bool:
         """Add the pointer's release to the install history where it is not there (a power
@@ -1568,7 +1577,7 @@ class ModelSlot:
         named = {_model_file(r.manifest) for r in records}
         if ptr is not None:
             named.add(ptr["file"])
-        removed = self._remove_files(
+        removed = _remove_regular_files(self.root,
             lambda name: bool(_SLOT_MODEL.fullmatch(name)) and name not in named)
         for _, path, size in removed:
             log.warning(json.dumps({
@@ -2862,21 +2871,8 @@ class Agent:
         state, which nothing else removes, one more at each such crash); logged
         (``detector_temp_removed``). Regular files only: a link is neither followed nor
         removed."""
-        try:
-            entries = list(os.scandir(self.dir))
-        except OSError:
-            return
-        for entry in entries:
-            if not _DETECTORS_TEMP.fullmatch(entry.name):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-                os.unlink(entry.path)
-            except OSError:
-                continue
-            log.info(json.dumps({"event": "detector_temp_removed", "path": entry.path,
+        for _, path, size in _remove_regular_files(self.dir, _DETECTORS_TEMP.fullmatch):
+            log.info(json.dumps({"event": "detector_temp_removed", "path": path,
                                  "bytes": size, "detail": "left by a detector save that did "
                                  "not finish (a power loss or a kill mid-write)"}))
 

@@ -399,8 +399,18 @@ def _listed(row: tuple[Any, ...]) -> AuditEntry:
     return AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
 
 
-def _parse_head(expect: str) -> tuple[int, str]:
-    """``"ID:HASH"`` as ``(id, hash)``; :class:`InvalidParameterError` naming it if not."""
+def parse_audit_head(expect: str) -> tuple[int, str]:
+    """``"ID:HASH"`` (a head :meth:`Security.verify_audit` answered) as ``(id, hash)``;
+    :class:`InvalidParameterError` naming ``expect`` if it is not one, or names an entry id
+    no entry can have.
+
+    >>> parse_audit_head("7:" + "a" * 64)[0]
+    7
+    >>> parse_audit_head("9" * 20 + ":" + "a" * 64)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The expected audit head's entry id must be ...
+    """
     entry_id, _, digest = expect.strip().partition(":")
     if not (entry_id.isascii() and entry_id.isdigit() and len(digest) == 64
             and all(c in "0123456789abcdef" for c in digest)):
@@ -415,8 +425,8 @@ def _parse_head(expect: str) -> tuple[int, str]:
     if len(entry_id) > 19 or int(entry_id) > 2**63 - 1:
         raise InvalidParameterError(
             f"The expected audit head's entry id must be 0 to {2**63 - 1} (SQLite's largest "
-            f"id), as verify prints it; got one of {len(entry_id)} digits "
-            f"({entry_id[:24]}{'...' if len(entry_id) > 24 else ''}).",
+            f"id), as verify prints it; got {entry_id[:24]}{'...' if len(entry_id) > 24 else ''}"
+            f" ({len(entry_id)} digits).",
             field="expect", value=expect[:100],
         )
     return int(entry_id), digest
@@ -1721,7 +1731,7 @@ class Security:
         >>> sec.verify_audit(expect=result.head).ok
         True
         """
-        anchor = _parse_head(expect) if expect is not None else None
+        anchor = parse_audit_head(expect) if expect is not None else None
         # its own read-only connection, in one read transaction (a snapshot, WAL mode): the
         # rows are streamed, not held, and nobody waits for this object's lock meanwhile
         db = sqlite3.connect(self.read_uri, uri=True, timeout=10.0, isolation_level=None)

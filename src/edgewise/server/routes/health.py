@@ -29,7 +29,7 @@ async def healthz(store: StoreDep, pipeline: PipelineDep) -> Any:
     except Exception as exc:
         return JSONResponse({"status": "unhealthy", "store": type(exc).__name__}, 503)
     kind = store.url.split(":", 1)[0]
-    failing = getattr(pipeline, "commit_failing", None) if pipeline is not None else None
+    failing = pipeline.commit_failing if pipeline is not None else None
     if failing:
         return JSONResponse({"status": "unhealthy", "store": kind,
                              "ingest": f"telemetry commits fail: {failing}"}, 503)
