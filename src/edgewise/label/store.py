@@ -898,7 +898,8 @@ def read_labels_csv(
     :func:`~edgewise.telemetry.epoch_ns`), from 1970 to no more than ``max_future_s``
     ahead of now (the gateway's ``EDGEWISE_MAX_FUTURE_S``): a label on time not yet
     recorded would apply to readings that arrive later. Commas or semicolons separate the
-    fields; a spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text.
+    fields, or the separator a first line ``sep=;`` names (as a spreadsheet writes it); a
+    spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text.
 
     One window (device, start and end) is one row: two rows of one window that differ in
     label or note are refused, naming both lines (which is meant? and each import of both
@@ -934,8 +935,12 @@ def read_labels_csv_lines(
     rows: list[tuple[int, tuple[str, int, int, str, str]]] = []
     with io.StringIO(read_text(path, "Label file"), newline="") as fh:
         head = fh.readline()
-        fh.seek(0)
-        delimiter = separator(head)
+        hint = re.fullmatch(r"sep=(.?)", head.rstrip("\r\n"), flags=re.IGNORECASE)
+        if hint:  # a spreadsheet's "sep=;" line names the separator; the header follows
+            delimiter, skipped = _hinted_separator(path, hint.group(1)), 1
+        else:
+            fh.seek(0)
+            delimiter, skipped = separator(head), 0
         raw = _RecordText(fh)
         reader = csv.DictReader(raw, delimiter=delimiter)
         # names as a spreadsheet writes them: "device_id, start" or "Label" name the columns
@@ -960,8 +965,21 @@ def read_labels_csv_lines(
         seen: dict[tuple[str, int, int], tuple[str, int]] = {}
         note_at = reader.fieldnames.index("note") if "note" in reader.fieldnames else None
         for rec in reader:
-            line = reader.line_num
-            quoted = _quoted_fields(raw.take(), delimiter)
+            line = reader.line_num + skipped
+            text = raw.take()
+            quoted = _quoted_fields(text, delimiter)
+            short = [n for n in sorted(need) if rec.get(n) is None]
+            if short:  # fewer fields than the header names: "Got ''" named no cause
+                other = ";" if delimiter == "," else ","
+                got = sum(v is not None for k, v in rec.items() if k is not None)
+                raise InvalidParameterError(
+                    f"Label CSV line {line} has {got} field{'s' * (got != 1)} "
+                    f"separated by {delimiter!r}, as the header's; the header names "
+                    f"{len(reader.fieldnames)} ({delimiter.join(reader.fieldnames)}), "
+                    f"so it lacks {', '.join(short)}"
+                    + (f". It holds {other!r}: separate its fields by {delimiter!r}, as "
+                       "the header does." if other in text else "."),
+                    field=short[0], value=None)
             if None in rec:  # more fields than the header names
                 raise InvalidParameterError(
                     f"Label CSV line {line} has {len(reader.fieldnames or []) + len(rec[None])} "
@@ -1010,6 +1028,24 @@ def read_labels_csv_lines(
                     "of both would add two versions, one per note).")
             rows.append((line, (device, start, end, label, note)))
     return rows
+
+
+def _hinted_separator(path: Path | str, sep: str) -> str:
+    r"""The separator that a label CSV's first line ``sep=X`` names (as a spreadsheet
+    writes it before the header): ``,``, ``;``, a tab or ``|``.
+
+    >>> _hinted_separator("l.csv", ";"), _hinted_separator("l.csv", "\t")
+    (';', '\t')
+    >>> _hinted_separator("l.csv", "x")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Label CSV 'l.csv' line 1, 'sep=x', must name the field separator: ',', ';', a tab or '|'. Got 'x' instead.
+    """  # noqa: E501
+    if sep not in (",", ";", "\t", "|"):
+        raise InvalidParameterError(
+            f"Label CSV {str(path)!r} line 1, 'sep={sep}', must name the field separator: "
+            f"',', ';', a tab or '|'. Got {sep!r} instead.", field="sep", value=sep)
+    return sep
 
 
 class _RecordText:

@@ -161,6 +161,11 @@ def windows_from_series(
             f"values and ts_ns must have the same length. Got {len(X)} and {len(ts)} instead."
         )
     T, d = X.shape
+    if T == 0:  # the last window's end is its last reading's: none is no window at all
+        raise InvalidParameterError(
+            f"Device {device_id!r} has no readings to cut into windows (values and ts_ns "
+            "are empty); give its history of at least one reading.", field="values",
+            value=0)
     factories = list(ensemble) if ensemble is not None else default_ensemble()
     point = np.zeros((T, len(factories)))
     for j, make in enumerate(factories):

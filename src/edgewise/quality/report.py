@@ -2,7 +2,10 @@
 
 For each metric of one device: how complete and timely its series is, how much of it is
 valid, how many duplicates, conflicts and out-of-order readings arrived, how many
-readings sit in stuck runs or are spikes, the gaps, and a drift score (``None``, unknown,
+readings sit in stuck runs or are spikes (a series of one value throughout, 20 readings or
+more, is stuck in whole, as the stream cleaner flags it: ``unchanged`` says it never
+changed, so a setpoint that held can be told from a frozen sensor by its name), the gaps,
+and a drift score (``None``, unknown,
 where its valid readings are too few to measure one: fewer than
 :data:`~edgewise.quality.drift.MIN_READINGS`); whether it is a cumulative counter, and then
 its restarts and backward steps (:mod:`~edgewise.quality.counters`: no drift score, a
@@ -284,6 +287,8 @@ def metric_issues(
         "rate": int(rate.sum()) + gone_rate,
         "spikes": int(spikes.sum()),
         "stuck": int(stuck.sum()),
+        # its valid readings (two or more) are all one value: a frozen sensor or a setpoint
+        "unchanged": bool(good.sum() >= 2 and np.all(v[good] == v[good][0])),
         "gaps": len(gaps),
         "longest_gap_s": round(max((b - a for a, b in gaps), default=0) / 1e9, 3),
         "interval_s": round(step / 1e9, 6),
@@ -437,6 +442,7 @@ def _report(device: str, rows: list, limits: Mapping[str, Limits],
             "timeliness": mean("timeliness"),
             "validity": mean("validity"),
             **{k: sum(f[k] for f in figs) for k in
-               ("duplicates", "conflicts", "out_of_order", "spikes", "stuck", "gaps")},
+               ("duplicates", "conflicts", "out_of_order", "spikes", "stuck", "gaps",
+                "unchanged")},
         },
     }

@@ -23,6 +23,7 @@ value, however long the gaps around them).
 
 from __future__ import annotations
 
+import numbers
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -83,7 +84,9 @@ def resample(
         raise QualityError(
             f"The 'every_ns' parameter of resample must be a positive int. Got {every_ns!r}."
         )
-    if max_gap_ns is not None and not max_gap_ns == max_gap_ns:  # NaN bridged nothing
+    if max_gap_ns is not None and (  # NaN bridged nothing; "5" failed deep in a compare
+            isinstance(max_gap_ns, bool | np.bool_) or not isinstance(max_gap_ns, numbers.Real)
+            or not max_gap_ns == max_gap_ns):
         raise QualityError(
             "The 'max_gap_ns' parameter of resample must be a number of ns (or None: "
             f"bridge every gap). Got {max_gap_ns!r} instead.")

@@ -59,12 +59,12 @@ for it. A noisy sensor's typical hold is one reading, so 20 readings
 in a row are stuck; a sensor that reports tenths and warms slowly is not stuck for holding
 a tenth for its usual minutes. A stream that has held one value since its first reading
 has no hold to compare with and cannot be told from a sensor stuck from the start: its
-run's length alone decides, as it did before (the batch report, seeing the whole series,
-calls such a series, one value throughout, never stuck). As in the batch report, a stuck
-run counts whole once it qualifies: the reading at which it qualifies adds the whole run
-so far to the ``stuck`` count (the earlier ones were handed on before the run could be
-told from a live sensor's repeats), each later one one more, so a run of 25 counts 25
-here and there. Nor is a run stuck at the value the series rests at
+run's length alone decides, as it did before, and as the batch report decides for a
+series of one value throughout (30 readings of 21.3: 30 stuck in both). As in the batch
+report, a stuck run counts whole once it qualifies: the reading at which it qualifies
+adds the whole run so far to the ``stuck`` count (the earlier ones were handed on before
+the run could be told from a live sensor's repeats), each later one one more, so a run of
+25 counts 25 here and there. Nor is a run stuck at the value the series rests at
 (:data:`~edgewise.quality.stuck.REST_SHARE`, a disk idle at 0 bytes written between its
 writes): one whose earlier runs at its value hold more than half the time the finished
 runs count with towards the typical hold (each as there, a long run as ``stuck_run`` of

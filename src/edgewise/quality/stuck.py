@@ -14,17 +14,22 @@ cannot make a freeze typical and hide each other (a sensor stuck three days, liv
 stuck three days again has both freezes stuck). An interval longer than
 :data:`~edgewise.quality.gaps.GAP_FACTOR` times the series' expected spacing (a gap, an
 outage) counts that long only, in every hold: what the sensor read in an outage is not
-known, so a slow sensor whose value held across one is no more stuck for it. A series whose
-whole history has at most :data:`FEW_LEVELS`
-distinct values (a setpoint, a mode, a two-level signal) is never stuck for holding one:
-it holds its values by nature. Nor is a run at the value the series rests at and keeps
-coming back to: one whose *other* runs hold more than :data:`REST_SHARE` of the time
-outside it, each counting as towards the typical hold (a disk that writes 0 bytes in nine
-readings of ten, idle between its writes, is not stuck at 0; one freeze counts
-``min_run`` of its readings and nothing towards itself, so a sensor frozen at one value
-most of the time, once or twice, is still stuck). A run's value is its first reading.
-With ``ts`` (int ns, ascending) holds are times, so readings
-sent irregularly are judged by how long the value held; without, every reading counts one.
+known, so a slow sensor whose value held across one is no more stuck for it. A series
+whose whole history has between two and :data:`FEW_LEVELS` distinct values (a setpoint, a
+mode, a two-level signal) is never stuck for holding one: it holds its values by nature.
+A series that never changed (one value, or one run within ``tol``, from its first reading
+to its last) has no other hold to judge its run by: as the stream cleaner does, its
+length alone decides, so ``min_run`` readings of one value throughout are stuck, the
+classic frozen sensor (a setpoint that never moved in the span reads the same; the
+quality report says so with its ``unchanged`` figure). Nor is a run at the value the
+series rests at and keeps coming back to: one whose *other* runs hold more than
+:data:`REST_SHARE` of the time outside it, each counting as towards the typical hold (a
+disk that writes 0 bytes in nine readings of ten, idle between its writes, is not stuck
+at 0; one freeze counts ``min_run`` of its readings and nothing towards itself, so a
+sensor frozen at one value most of the time, once or twice, is still stuck). A run's
+value is its first reading. With ``ts`` (int ns, ascending) holds are times, so readings
+sent irregularly are judged by how long the value held; without, every reading counts
+one.
 
 >>> live = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 >>> v = live + [3.0] * 5 + live
@@ -36,6 +41,8 @@ sent irregularly are judged by how long the value held; without, every reading c
 []
 >>> stuck_runs([55.0] * 60 + [60.0] * 60, min_run=20)   # a setpoint holds its values
 []
+>>> stuck_runs([21.3] * 30, min_run=20), stuck_runs([21.3] * 19, min_run=20)  # never changed
+([(0, 30)], [])
 """
 
 from __future__ import annotations
@@ -143,7 +150,8 @@ def stuck_runs(
 ) -> list[tuple[int, int]]:
     """``(start, stop)`` index ranges of stuck runs: at least ``min_run`` values that stay
     within ``tol`` of the one before, held at least ``min_run`` times the series' typical
-    hold (see the module), in a series of more than :data:`FEW_LEVELS` distinct values."""
+    hold (see the module), in a series of more than :data:`FEW_LEVELS` distinct values;
+    in one that never changed (one value, or one run), each run of ``min_run``."""
     if not isinstance(min_run, int) or min_run < 2:
         raise QualityError(
             f"The 'min_run' parameter of stuck must be an int >= 2. Got {min_run!r} instead."
@@ -168,12 +176,16 @@ def stuck_runs(
                 f"The 'ts' of stuck must be in ascending order; time {int(t[at + 1])} at "
                 f"index {at + 1} comes after {int(t[at])}. Sort the readings by time first."
             )
-    if len(v) < min_run or len(np.unique(v[np.isfinite(v)])) <= FEW_LEVELS:
+    distinct = len(np.unique(v[np.isfinite(v)]))
+    if len(v) < min_run or 2 <= distinct <= FEW_LEVELS:
         return []
     with np.errstate(invalid="ignore", over="ignore"):
         same = np.abs(np.diff(v)) <= tol
     starts = np.r_[0, np.flatnonzero(~same) + 1]
     stops = np.r_[starts[1:], len(v)]
+    if distinct <= 1 or len(starts) == 1:  # never changed: no other hold to judge by
+        long = (stops - starts >= min_run) & np.isfinite(v[starts])
+        return [(int(a), int(b)) for a, b in zip(starts[long], stops[long], strict=True)]
     hold = _holds(t, starts)
     weight = _run_weight(hold, stops - starts, min_run)
     typical = _typical_other(hold, weight)
