@@ -188,11 +188,13 @@ _STATE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "null_silhouette_": ((dict,), "an object"), "traits_": ((dict,), "an object"),
     "n_features_in_": ((int,), "a whole number"),
     "typical_readings_": ((dict,), "an object"), "few_readings_": ((dict,), "an object"),
+    "set_aside_": ((dict,), "an object"),
 }
 #: State a file saved by an earlier release may lack (it was saved before devices were left
 #: out: it names none; before a device's odd score allowed for how few readings it has:
-#: none is allowed for).
-_OPTIONAL_STATE = frozenset({"left_out_devices_", "typical_readings_", "few_readings_"})
+#: none is allowed for; before readings past MAX_MAGNITUDE were set aside: none was).
+_OPTIONAL_STATE = frozenset({"left_out_devices_", "typical_readings_", "few_readings_",
+                             "set_aside_"})
 #: The arrays a groups file holds (``arrays``), and the per-device lists beside them.
 _ARRAYS = ("center_", "scale_", "weights_", "centroids_", "Z_")
 #: Arrays of the odd score's space (its feature weights, the group centres in it); a file
@@ -1461,6 +1463,12 @@ def _check_consistent(doc: dict[str, Any], bad: Any, shown: Any) -> None:
             for c in few.values()):
         raise bad("state.few_readings_", "an object of each device's readings per metric "
                   "(whole numbers)", shown(few))
+    aside = state.get("set_aside_", {})
+    if not all(isinstance(c, dict) and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in c.values())
+            for c in aside.values()):
+        raise bad("state.set_aside_", "an object of each device's readings set aside per "
+                  "metric (whole numbers above 0)", shown(aside))
 
 
 def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
@@ -1469,6 +1477,7 @@ def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
     model = BehaviourGroups(**doc["params"])
     model.left_out_devices_ = {}  # a file saved before devices were left out names none
     model.typical_readings_, model.few_readings_ = {}, {}  # nor allows for few readings
+    model.set_aside_ = {}  # nor sets readings aside
     model.odd_scatter_ = None
     for k, v in doc["state"].items():
         if k in _STATE_TYPES:  # a key this release does not know is not made an attribute
