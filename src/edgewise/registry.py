@@ -780,14 +780,25 @@ def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     ...
     edgewise.errors.InvalidParameterError: Metric 'auc' must be a finite number. Got nan instead.
     """
+    if not isinstance(metrics, Mapping):  # a list of pairs failed as an AttributeError
+        raise InvalidParameterError(
+            "The 'metrics' parameter of Registry.publish must be a mapping of metric names to "
+            f"numbers, e.g. {{'auc': 0.81}}. Got {type(metrics).__name__} instead.",
+            field="metrics")
     out: dict[str, float] = {}
     for k, v in metrics.items():
-        if not isinstance(k, str) or not k.strip():
-            raise InvalidParameterError(f"Metric names must be non-empty text. Got {k!r} "
-                                        f"(value {v!r}) instead.", field="metrics", value=k)
+        if not isinstance(k, str) or not k.strip() or not _encodes(k):
+            raise InvalidParameterError(f"Metric names must be non-empty text that UTF-8 can "
+                                        f"encode. Got {k!r} (value {v!r}) instead.",
+                                        field="metrics", value=k)
         ok = isinstance(v, int | float) and not isinstance(v, bool)
-        if not ok or not math.isfinite(v):
-            raise InvalidParameterError(f"Metric {k!r} must be a finite number. Got {v!r} "
+        try:  # an int past float's range (10**400) raised OverflowError here
+            ok = ok and math.isfinite(v)
+        except OverflowError:
+            ok = False
+        if not ok:
+            shown = repr(v) if len(repr(v)) <= 40 else f"{repr(v)[:40]}…"
+            raise InvalidParameterError(f"Metric {k!r} must be a finite number. Got {shown} "
                                         "instead.", field=f"metrics.{k}", value=v)
         out[k] = float(v)
     return out
@@ -1485,7 +1496,10 @@ class Registry:
         ``name`` and ``version`` must be non-empty text (not only blanks), at most
         :data:`MAX_NAME_BYTES` and :data:`MAX_VERSION_BYTES` bytes of UTF-8 (a version
         published before there were limits may be published again); each metric a
-        non-empty name and a finite number (the signed manifests carry them as strict JSON).
+        non-empty name and a finite number (the signed manifests carry them as strict JSON);
+        ``payload`` not empty, and ``trained_on`` printable text (no newline or other control
+        character: ``registry list`` prints it), except for a version published before these
+        checks, published again.
         Refused (:class:`SignatureError`, reason ``"key_lost"`` or ``"key_mismatch"``) while the
         registry's signing key is lost or is not the key it issued: nothing published could be
         released. Safe when several processes publish the same bytes at once (the blob is
@@ -1512,12 +1526,18 @@ class Registry:
             raise InvalidParameterError(
                 "The 'trained_on' parameter of Registry.publish must be text (\"\" for none). "
                 f"Got {trained_on!r} instead.", field="trained_on", value=trained_on)
+        # a lone surrogate failed at the insert, as a UnicodeEncodeError (a blob written)
+        _check_utf8(trained_on, "trained_on", "Registry.publish")
         if not isinstance(payload, bytes | bytearray):
             raise InvalidParameterError(
                 "The 'payload' parameter of Registry.publish must be bytes (the model file's "
                 f"contents). Got {type(payload).__name__} instead.", field="payload")
         payload = bytes(payload)
-        checked = _check_metrics(metrics or {})
+        checked = _check_metrics({} if metrics is None else metrics)
+        if not payload:
+            self._refuse_empty(name, version)
+        if not trained_on.isprintable():
+            self._refuse_unprintable(name, version, trained_on)
         self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
         try:  # other bytes under a published version: refused before their blob is written
@@ -1564,6 +1584,35 @@ class Registry:
                 self.version(name, version)
             except KeyError:
                 raise too_long from None
+
+    def _refuse_unprintable(self, name: str, version: str, trained_on: str) -> None:
+        """Refuse a ``trained_on`` with a control or other unprintable character
+        (:class:`InvalidParameterError`): ``registry list`` prints it, so a newline in it
+        listed a version line of its own making (``ewz 9.9.9 ...``) and an escape sequence
+        drove the terminal. A version published with one before this check may be published
+        again (its repair)."""
+        try:
+            self.version(name, version)
+        except KeyError:
+            raise InvalidParameterError(
+                "The 'trained_on' parameter of Registry.publish must be text without control "
+                "or other unprintable characters (newlines, tabs, escape sequences), e.g. "
+                f"'NAB realKnownCause'. Got {trained_on[:60]!r} instead.", field="trained_on",
+                value=trained_on[:60]) from None
+
+    def _refuse_empty(self, name: str, version: str) -> None:
+        """Refuse an empty model (:class:`InvalidParameterError`): no format's model is 0
+        bytes (an export that failed, a file truncated or made by ``touch``), and one was
+        published and signed for every device, each of which failed to load it. A version
+        published empty before this check may be published again (its repair)."""
+        try:
+            self.version(name, version)
+        except KeyError:
+            raise InvalidParameterError(
+                f"The 'payload' parameter of Registry.publish (model {name!r} version "
+                f"{version!r}) must hold the model's bytes. Got 0 bytes instead: an empty "
+                "file is no model in any format (an export that failed, or the wrong file).",
+                field="payload", value=b"") from None
 
     @staticmethod
     def _published_error(name: str, version: str, *, same: bool) -> InvalidParameterError:

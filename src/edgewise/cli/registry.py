@@ -5,7 +5,12 @@ one; ``list`` never does. A registry whose key was issued but whose ``signing_ke
 (or holds another key, or is damaged: unreadable, no Ed25519 key) refuses ``publish``,
 ``rollout`` (and ``pubkey`` for another key) with one line (restore the file, or ``new-key``
 on purpose); ``list`` still lists.
-``publish`` and ``rollout`` are audited (``model.publish``, ``model.rollout``) by ``cli``.
+``publish`` and ``rollout`` are audited (``model.publish``, ``model.rollout``) by ``cli``. The
+registry and the audit log are two files: a publish stopped between them (killed, a full disk)
+leaves its version published with no ``model.publish`` entry; running it again (the same
+bytes) writes that entry then, marked ``late`` (later runs are audited ``again``). A rollout
+stopped so leaves a signed release with no ``model.rollout`` entry: the next rollout of that
+model to that target writes it, marked ``late``.
 
 ``rollout`` refuses, with one line and without spending a release counter: a target whose
 device id or group name ``edgewise device add`` would not take (a blank group, ``device:a:b``),
@@ -28,11 +33,15 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgewise.cli._app import UTF8_TEXT, DataDir, Json, app, existing_data_dir, fail
+
+if TYPE_CHECKING:
+    from edgewise.registry import ModelVersion, Registry, Release
+    from edgewise.security import Security
 
 #: what ``--format`` (or, without it, the file's suffix) may say, and the format it records
 _FORMATS = {"pickle": "pickle", "pkl": "pickle", "onnx": "onnx", "c": "c", "npz": "npz",
@@ -117,16 +126,28 @@ def list_cmd(data_dir: DataDir,
                 "damaged": f"signing key {key_id}: DAMAGED (signing_key.pem cannot be read "
                            "or holds no Ed25519 key; publish and rollout are refused until "
                            "it is restored from a backup, or moved away)"}[state])
-    for v in versions:
-        typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
-                   f"trained on {v.trained_on or '-'}  {v.metrics}")
+    for v in versions:  # one line each: text stored by an older version is shown escaped
+        typer.echo(f"{_shown(v.name)} {_shown(v.version)}  {_shown(v.format)}  {v.size} B  "
+                   f"sha256 {v.sha256[:16]}  trained on {_shown(v.trained_on) or '-'}  "
+                   f"{v.metrics}")
     for r in releases:  # offered: expired, and still offered
         row = r.listing(now)
         expiry = (f"EXPIRED {row['expires']} (devices refuse it; sign it again: "
                   f"{r.rerun_command()})" if r.release in offered else
                   f"expired {row['expires']}" if row["expired"] else f"expires {row['expires']}")
-        typer.echo(f"release {r.release}: {r.name} {r.version} -> {r.target} ({r.kind})  "
-                   f"{expiry}")
+        typer.echo(f"release {r.release}: {_shown(r.name)} {_shown(r.version)} -> {r.target} "
+                   f"({r.kind})  {expiry}")
+
+
+def _shown(text: str) -> str:
+    """``text`` as ``registry list`` prints it: as it is where every character is printable,
+    else escaped as Python writes a string (no quotes), so a newline or an escape sequence
+    stored by an older version neither makes a line of its own nor drives the terminal.
+
+    >>> _shown("NAB realKnownCause"), _shown("NAB\\newz 9.9.9")
+    ('NAB realKnownCause', 'NAB\\\\newz 9.9.9')
+    """
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _strict_json(obj: object) -> object:
@@ -196,13 +217,23 @@ def publish_cmd(
         raise fail(f"Model file {str(model_file)!r} is a directory; give the model file to "
                    "publish, e.g. model.pkl.")
     if not model_file.is_file():
+        if model_file.exists():  # a FIFO, a device, a socket: it was said not to exist
+            raise fail(f"Model file {str(model_file)!r} is not a regular file (a pipe, device "
+                       "or socket); save the model to a file and give that file.")
         raise fail(f"Model file {str(model_file)!r} does not exist.")
+    if model_file.stat().st_size == 0:  # it was published, and signed for every device
+        raise fail(f"Model file {str(model_file)!r} is empty (0 bytes): no model in any "
+                   "format is; give the exported model file (an export that failed, or a "
+                   "file truncated on the way, leaves an empty one).")
     metrics = {}
     for m in metric:
         try:
             k, value = parse_metric(m)
         except ValueError as exc:
             raise fail(str(exc)) from None
+        if metrics.get(k, value) != value:  # the last was kept, the others dropped unsaid
+            raise fail(f"--metric {k!r} is given more than once ({metrics[k]:g} and "
+                       f"{value:g}); give each metric once.")
         metrics[k] = value
     try:
         fmt = model_format(model_file, format)
@@ -226,20 +257,119 @@ def publish_cmd(
                 again = True
             mv = reg.publish(name, version, payload, format=fmt, trained_on=trained_on,
                              metrics=metrics)
+            # a version published by a process that stopped before its entry committed
+            # (killed, a full disk) has none: this publish records it, saying so
+            late = again and not publish_audited(sec, mv)
             sec.audit("cli", "model.publish", name, {
                 "version": version, "sha256": mv.sha256, "size": mv.size,
-                "format": mv.format, **({"again": True} if again else {})})
+                "format": mv.format, **({"late": True, "note": _LATE_NOTE} if late else
+                                        {"again": True} if again else {})})
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
     finally:
         sec.close()
         reg.close()
+    if late:
+        typer.echo(f"{mv.name} {mv.version} was already published with these bytes ({mv.size} "
+                   f"B, sha256 {mv.sha256[:16]}) by a publish that stopped before it was "
+                   "audited: its model.publish entry is recorded now; its stored model is "
+                   "intact (rewritten if it was damaged)")
+        return
     if again:
         typer.echo(f"{mv.name} {mv.version} was already published with these bytes ({mv.size} "
                    f"B, sha256 {mv.sha256[:16]}); its stored model is intact (rewritten if it "
                    "was damaged)")
         return
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
+
+
+#: the ``note`` of a ``model.publish`` entry written by a later publish of the same bytes
+_LATE_NOTE = ("recorded late: this version was stored with no model.publish entry (the "
+              "publish that stored it stopped before its entry was written: killed, or the "
+              "audit log could not be written; or it predates audited publishes)")
+
+
+def publish_audited(sec: Security, mv: ModelVersion) -> bool:
+    """Whether the audit log of ``sec`` records ``mv`` as published: a ``model.publish``
+    entry of its name for its version and bytes (sha256) that is not only a publish of it
+    again (``again``). Call it inside ``sec.transaction()``: no other writer can add that
+    entry before the block commits. One read of the model's ``model.publish`` entries,
+    from a read-only connection (what was committed; the block's own entries are not seen).
+
+    >>> import tempfile
+    >>> from edgewise.registry import Registry
+    >>> from edgewise.security import Security
+    >>> d = Path(tempfile.mkdtemp())
+    >>> mv = Registry(d).publish("m", "1.0.0", b"x", format="bin")
+    >>> sec = Security(d)
+    >>> publish_audited(sec, mv)
+    False
+    >>> sec.audit("cli", "model.publish", "m", {"version": "1.0.0", "sha256": mv.sha256})
+    >>> publish_audited(sec, mv)
+    True
+    >>> sec.close()
+    """
+    return any(d.get("version") == mv.version and d.get("sha256") == mv.sha256
+               and not d.get("again") for d in _audit_details(sec, "model.publish", mv.name))
+
+
+def _audit_details(sec: Security, action: str, target: str) -> list[dict]:
+    """The details (JSON objects) of the committed ``action`` entries on ``target`` in the
+    audit log of ``sec``, read from a read-only connection; an entry whose detail is no
+    JSON object (edited on disk) records nothing and is skipped."""
+    from edgewise.security.credentials import open_read_only
+
+    db, _uri = open_read_only(sec.path)
+    try:
+        rows = db.execute("SELECT detail FROM audit WHERE action = ? AND target = ?",
+                          (action, target)).fetchall()
+    finally:
+        db.close()
+    details = []
+    for (text,) in rows:
+        try:
+            detail = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(detail, dict):
+            details.append(detail)
+    return details
+
+
+#: the ``note`` of a ``model.rollout`` entry written by a later rollout to the same target
+_LATE_ROLLOUT_NOTE = ("recorded late: this release was signed with no model.rollout entry (the "
+                      "rollout that signed it stopped before its entry was written, or it "
+                      "predates audited rollouts)")
+
+
+def unaudited_releases(sec: Security, reg: Registry, name: str, target: str, *,
+                       before: int) -> list[Release]:
+    """The releases of model ``name`` to ``target`` numbered below ``before`` that no
+    ``model.rollout`` entry of ``sec``'s audit log records (by release number), oldest
+    first: signed by a rollout that stopped before its entry committed. Call it inside
+    ``sec.transaction()``, as :func:`publish_audited`.
+
+    >>> import tempfile
+    >>> from edgewise.registry import Registry
+    >>> from edgewise.security import Security
+    >>> d = Path(tempfile.mkdtemp())
+    >>> reg = Registry(d)
+    >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
+    >>> r1 = reg.rollout("m", "1.0.0", "group:a").manifest.release
+    >>> sec = Security(d)
+    >>> [r.release for r in unaudited_releases(sec, reg, "m", "group:a", before=9)]
+    [1]
+    >>> sec.audit("cli", "model.rollout", "group:a", {"name": "m", "release": r1})
+    >>> unaudited_releases(sec, reg, "m", "group:a", before=9)
+    []
+    >>> sec.close(); reg.close()
+    """
+    mine = [r for r in reg.releases(target) if r.name == name and r.release < before]
+    if not mine:
+        return []
+    audited = {d["release"] for d in _audit_details(sec, "model.rollout", target)
+               if isinstance(d.get("release"), int)}
+    return [r for r in mine if r.release not in audited]
 
 
 def _publish_data_dir(data_dir: Path) -> Path:
@@ -300,6 +430,13 @@ def rollout_cmd(
                     sec.audit("cli", "model.rollout", k.target, {
                         "name": name, "version": k.version, "release": k.release,
                         "kind": k.kind, "kept_with": m.release})
+                # an earlier release of it to the target whose rollout stopped before its
+                # entry committed (killed: the same command again) is recorded now
+                late = unaudited_releases(sec, reg, name, target, before=m.release)
+                for r in late:
+                    sec.audit("cli", "model.rollout", target, {
+                        "name": name, "version": r.version, "release": r.release,
+                        "kind": r.kind, "late": True, "note": _LATE_ROLLOUT_NOTE})
         finally:
             sec.close()
             reg.close()
@@ -313,6 +450,9 @@ def rollout_cmd(
             reg.close()
         raise fail(f"{exc.args[0]} Published versions of {name!r}: {published} "
                    "(edgewise registry publish NAME VERSION FILE).") from None
+    for r in late:
+        typer.echo(f"release {r.release} ({name} {r.version} -> {target}, {r.kind}) had no "
+                   "audit entry (its rollout stopped before writing it): recorded now")
     typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
     for k in (x.manifest for x in s.kept):  # --keep-rollbacks: each order signed again
         typer.echo(f"release {k.release}: {name} {k.version} -> {k.target} ({k.kind}), key "
