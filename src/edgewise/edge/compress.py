@@ -27,8 +27,8 @@ import numpy as np
 
 from edgewise.errors import ExportError, InvalidParameterError
 
-__all__ = ["QuantizedTrees", "TreeTable", "check_not_overridden", "check_trees", "outside_share",
-           "prune_trees", "quantize_trees", "tree_table"]
+__all__ = ["QuantizedTrees", "TreeTable", "check_leaves_float32", "check_not_overridden",
+           "check_trees", "outside_share", "prune_trees", "quantize_trees", "tree_table"]
 
 #: LightGBM's zero (``kZeroThreshold``, 1e-35f): with ``missing_type`` "Zero" a value with
 #: ``|x| <= ZERO`` is missing, like NaN
@@ -604,6 +604,71 @@ def check_trees(table: TreeTable | QuantizedTrees) -> None:
     if t.n_trees < 1 or t.n_nodes < 1:
         raise ExportError("Tree table has 0 trees; nothing to export. Keep at least one tree "
                           "(prune_trees(max_trees >= 1)).")
+    _check_numbers(t)
+
+
+def _check_numbers(t: TreeTable) -> None:
+    """:class:`ExportError` naming the first leaf, split or base of ``t`` that is NaN.
+
+    A hand-made or edited table with a NaN leaf or threshold gave C that did not compile
+    (``nanf``). (An infinite threshold is a split every input goes one way of:
+    HistGradientBoosting's NaN-only splits; a leaf beyond float32's range is +-inf in the
+    float32 C and ONNX, as a device adds it, but see :func:`check_leaves_float32`.)
+
+    >>> import numpy as np
+    >>> from sklearn.tree import DecisionTreeRegressor
+    >>> from dataclasses import replace
+    >>> X = np.linspace(0, 1, 20)[:, None]
+    >>> t = tree_table(DecisionTreeRegressor(max_depth=1).fit(X, X[:, 0]))
+    >>> check_trees(replace(t, value=np.array([0.5, 0.2, np.nan])))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: Tree table leaf node 2 holds nan; a leaf must be a number. Repair or retrain the model.
+    """  # noqa: E501
+    leaf = t.feature < 0
+    nan_leaf = leaf & np.isnan(t.value)
+    if nan_leaf.any():
+        i = int(np.flatnonzero(nan_leaf)[0])
+        raise ExportError(f"Tree table leaf node {i} holds nan; a leaf must be a number. "
+                          "Repair or retrain the model.")
+    nan_split = ~leaf & np.isnan(t.threshold)
+    if nan_split.any():
+        i = int(np.flatnonzero(nan_split)[0])
+        raise ExportError(
+            f"Tree table node {i} splits feature {int(t.feature[i])} at nan; a threshold must "
+            "be a number (+-inf: every input goes one way). Repair or retrain the model.")
+    if math.isnan(t.base):
+        raise ExportError("Tree table base is nan; it must be a number. Repair or retrain the "
+                          "model.")
+
+
+def check_leaves_float32(t: TreeTable, what: str) -> None:
+    """:class:`ExportError` naming the first leaf of ``t`` beyond float32's range (or
+    infinite), for the exports that scale the leaves (``what``: int8, compact).
+
+    They centre and scale every leaf by the leaves' spread, which such a leaf makes
+    infinite: a tree whose leaves reach 9.9e38 predicted NaN where the model predicts 0
+    (int8 and compact C; the float32 C and ONNX give 0, and +-inf beyond float32 as a
+    device's float does), and an infinite leaf gave C that did not compile.
+
+    >>> import numpy as np
+    >>> from sklearn.tree import DecisionTreeRegressor
+    >>> X = np.arange(4.0)[:, None]
+    >>> t = tree_table(DecisionTreeRegressor(max_depth=2).fit(X, X[:, 0] * 3.3e38))
+    >>> check_leaves_float32(t, "int8")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: Cannot export to int8: tree table leaf node 5 holds 6.6e+38, beyond float32's range (|v| <= 3.403e+38), and int8 scales every leaf by their spread. Export float32 (format='c' or 'onnx'), where it reads as +-inf as on a device, or rescale the target and retrain.
+    """  # noqa: E501
+    with np.errstate(invalid="ignore"):
+        bad = (t.feature < 0) & ~(np.abs(t.value) <= FLT_MAX)  # NaN too
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ExportError(
+            f"Cannot export to {what}: tree table leaf node {i} holds {float(t.value[i]):.6g}, "
+            f"beyond float32's range (|v| <= {FLT_MAX:.4g}), and {what} scales every leaf by "
+            "their spread. Export float32 (format='c' or 'onnx'), where it reads as +-inf as "
+            "on a device, or rescale the target and retrain.")
 
 
 def _check_limit(value: Any, what: str) -> int | None:
@@ -924,6 +989,8 @@ def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
     >>> [round(float(v), 3) for v in q1.predict(np.array([[0.2], [0.8]]))]
     [0.0, 10.0]
     """  # noqa: E501
+    check_trees(table)
+    check_leaves_float32(table, "int8")  # a leaf of 9.9e38 made int8 predict NaN for 0
     X = _check_calibration(X_calib, table.n_features)
     lo = np.nanmin(X, axis=0)
     hi = np.nanmax(X, axis=0)

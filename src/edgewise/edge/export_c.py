@@ -741,6 +741,8 @@ def mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
             w = mod.weight.detach().cpu().numpy().astype(np.float64)
             b = (mod.bias.detach().cpu().numpy().astype(np.float64) if mod.bias is not None
                  else np.zeros(w.shape[0]))
+            _check_finite_float32(w, f"layer {k} (Linear) weight")
+            _check_finite_float32(b, f"layer {k} (Linear) bias")
             layers.append((w, b, "none"))
         elif kind in ("ReLU", "Tanh") and layers and layers[-1][2] == "none":
             w, b, _ = layers[-1]
@@ -760,6 +762,29 @@ def mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
     if not layers or layers[-1][0].shape[0] != 1:
         raise ExportError("C export of an MLP needs a Sequential ending in Linear(…, 1).")
     return layers
+
+
+def _check_finite_float32(values: np.ndarray, what: str) -> None:
+    """:class:`ExportError` naming the first entry of ``values`` that is not a finite float32.
+
+    A NaN weight (a diverged training) made C that did not compile, and int8 C that
+    predicted numbers (-0.58) where torch gives NaN; an infinite one, or one beyond float's
+    range, turned the int8 row's scale infinite and every prediction NaN.
+
+    >>> _check_finite_float32(np.array([[0.5, np.nan]]), "layer 0 (Linear) weight")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: Cannot export to C: layer 0 (Linear) weight [0, 1] is nan; every weight and bias must be a finite float32 (|v| <= 3.4028235e+38). Retrain or repair the model (a NaN weight: training diverged).
+    """  # noqa: E501
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(values.astype(np.float32))
+    if bad.any():
+        at = np.argwhere(bad)[0]
+        raise ExportError(
+            f"Cannot export to C: {what} [{', '.join(str(int(i)) for i in at)}] is "
+            f"{float(values[tuple(at)])!r}; every weight and bias must be a finite float32 "
+            f"(|v| <= {float(np.finfo(np.float32).max):.8g}). Retrain or repair the model (a "
+            "NaN weight: training diverged).")
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

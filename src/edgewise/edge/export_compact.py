@@ -35,6 +35,7 @@ import numpy as np
 from edgewise.edge.compress import (
     TreeTable,
     _center_leaves,
+    check_leaves_float32,
     check_trees,
     float32_thresholds,
 )
@@ -119,6 +120,7 @@ def export_trees_compact(table: TreeTable, name: str = "model") -> CExport:
     """C99 for a tree ensemble in the compact layout (see the module docstring)."""
     check_c_name(name)
     check_trees(table)
+    check_leaves_float32(table, "compact")  # a leaf of 9.9e38 made it predict NaN for 0
     n = name
     lay = _layout(table)
     t = lay["t"]

@@ -45,6 +45,7 @@ large but finite term. A metric with no reading before the alert is left out (na
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,9 +53,10 @@ import numpy as np
 
 from edgewise.detect.mahalanobis import shrink_covariance
 from edgewise.errors import InvalidParameterError
-from edgewise.explain.base import Explanation
+from edgewise.explain.base import Explanation, check_top
 from edgewise.explain.linear import conditional_shares, quadratic_contributions
 from edgewise.models.history import wide_readings
+from edgewise.params import Interval, validate_params
 
 __all__ = ["CONSTANT_RELATIVE", "MIN_RELATIVE_SD", "AlertExplanation", "alert_explanation"]
 
@@ -66,6 +68,10 @@ MIN_RELATIVE_SD = 1e-6
 #: Readings of a metric that all lie within this share of its magnitude of their mean are
 #: taken as constant (their differences are float rounding, not a change of the metric).
 CONSTANT_RELATIVE = 1e-12
+
+#: What :func:`alert_explanation` takes: a share of the covariance (as the detector's
+#: ``shrinkage``) and a count of reference rows.
+_CONSTRAINTS = {"shrinkage": Interval(float, 0.0, 1.0), "min_reference": Interval(int, 1, None)}
 
 
 @dataclass
@@ -106,6 +112,7 @@ class AlertExplanation(Explanation):
         """
         if not self.shares:
             return super().top(k)
+        check_top(k)
         order = sorted(self.contributions, key=lambda m: -self.shares.get(m, 0.0))
         return [(m, self.contributions[m]) for m in order[:k]]
 
@@ -129,12 +136,15 @@ def alert_explanation(
     rows
         The device's ``(metric, ts_ns, value)`` readings up to ``end_ns``: those before
         ``start_ns`` are the reference of normal behaviour.
+        A reading that is not a finite number (NaN, +-inf) is no reading: the metric's
+        last value carries over it.
     start_ns, end_ns
-        The alert's span (inclusive).
+        The alert's span (inclusive; ``start_ns <= end_ns``).
     shrinkage
-        Share of the covariance replaced by its diagonal (as the detector does).
+        Share of the covariance replaced by its diagonal (as the detector does): a float
+        in ``[0, 1]``.
     min_reference
-        Fewest complete reference rows (every metric known) needed.
+        Fewest complete reference rows (every metric known) needed: an integer >= 1.
 
     Each metric's standard deviation is at least :data:`MIN_RELATIVE_SD` of its spread
     (the largest distance of its readings here from its mean before the alert, whatever
@@ -147,9 +157,10 @@ def alert_explanation(
     Raises
     ------
     InvalidParameterError
-        When the device has fewer than two metrics with history, no reading in the span,
-        too little reference history (naming the metric that cuts it short), or readings
-        too large for a finite T².
+        When ``shrinkage``, ``min_reference`` or the span is out of range (naming the
+        value and the range), or the device has fewer than two metrics with history, no
+        reading in the span, too little reference history (naming the metric that cuts it
+        short), or readings too large for a finite T².
 
     >>> rows = [(m, t, v) for t in range(50) for m, v in (("flow", 30.0 + t % 3),
     ...                                                    ("temp", 60.0 - t % 5), ("rpm", 0.0))]
@@ -158,6 +169,16 @@ def alert_explanation(
     >>> ex.top(1)[0][0], ex.constant_before, ex.check(), ex.value < 1e13
     ('rpm', ['rpm'], True, True)
     """
+    validate_params(_CONSTRAINTS, {"shrinkage": shrinkage, "min_reference": min_reference},
+                    "alert_explanation")
+    if start_ns > end_ns:
+        raise InvalidParameterError(
+            f"The alert's span must not end before it starts (start_ns <= end_ns). Got "
+            f"start_ns={start_ns!r}, end_ns={end_ns!r}.", field="end_ns", value=end_ns)
+    # a reading that is not a finite number (the store refuses them; a caller may pass one)
+    # is no reading, as the detectors take it: the metric's last value carries over it, as
+    # over a NaN (one inf in the reference made the whole explanation "no finite T²")
+    rows = [r for r in rows if math.isfinite(r[2])]
     if not rows:
         raise InvalidParameterError("The device has no stored readings around the alert.")
     wide = wide_readings(rows)
