@@ -11,10 +11,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edgewise.store import open_store
 from tests.conftest import REPO, free_port, start_demo, stop_demo, wait_stored
 
 
+def assert_labels_end_at_newest_stored_reading(d: Path, labels: list[dict]) -> None:
+    """Check the fault ``labels`` a stopped demo in ``d`` wrote: some, each ending at or
+    before its pump's newest reading in the demo's store, none ending before it starts."""
+    s = open_store(f"duckdb:///{d / 'edgewise.duckdb'}")
+    try:
+        newest = {x.device_id: x.last_ns for x in s.devices()}
+    finally:
+        s.close()
+    assert labels, "seed 0 starts faults early in the history: the test needs some"
+    past = [(f["device_id"], f["kind"], (f["end_ns"] - newest[f["device_id"]]) / 1e9)
+            for f in labels if f["end_ns"] > newest[f["device_id"]]]
+    assert not past, past  # (device, kind, seconds past its newest stored reading)
+    assert all(f["start_ns"] <= f["end_ns"] for f in labels)
+
+
+# test_demo.py::test_demo_runs_prints_credentials_stores_and_stops_cleanly runs this check
+# by default on its own demo run (the same 20-pump demo stopped after 16,000 readings)
+@pytest.mark.slow
 def test_each_pumps_labels_end_at_its_newest_stored_reading(tmp_path: Path) -> None:
     """Stopped while its history still goes out, the demo cut every label at the last
     simulated sample, ~180 s past the pump's newest stored reading (what was sent was not
@@ -27,17 +47,8 @@ def test_each_pumps_labels_end_at_its_newest_stored_reading(tmp_path: Path) -> N
     finally:
         rest = stop_demo(proc)
     assert proc.returncode == 0, rest
-    labels = json.loads((d / "demo-labels.json").read_text())
-    s = open_store(f"duckdb:///{d / 'edgewise.duckdb'}")
-    try:
-        newest = {x.device_id: x.last_ns for x in s.devices()}
-    finally:
-        s.close()
-    assert labels, "seed 0 starts faults early in the history: the test needs some"
-    past = [(f["device_id"], f["kind"], (f["end_ns"] - newest[f["device_id"]]) / 1e9)
-            for f in labels if f["end_ns"] > newest[f["device_id"]]]
-    assert not past, past  # (device, kind, seconds past its newest stored reading)
-    assert all(f["start_ns"] <= f["end_ns"] for f in labels)
+    assert_labels_end_at_newest_stored_reading(d, json.loads(
+        (d / "demo-labels.json").read_text()))
 
 
 def _demo_limited(data: Path, *args: str, nofile: int | None = None,

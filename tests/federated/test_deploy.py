@@ -20,6 +20,9 @@ from edgewise.federated.inprocess import InProcessGrid
 from edgewise.federated.publish import load_global_model
 
 
+# default: test_supernode_auth.py::test_only_supernodes_with_registered_keys_take_part_in_a_real_run
+# (a real SuperLink + SuperNodes through the gate, with a NaN device and ε <= 6 node limits)
+@pytest.mark.slow
 def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatch):
     """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server,
     talking to the gate (``federate server``'s address for devices), which forwards their

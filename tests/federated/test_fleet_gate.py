@@ -121,10 +121,10 @@ def test_a_run_submitted_to_the_devices_address_is_refused_and_nothing_of_it_run
 
 
 # Devices completing a federated run through the gate (the SuperLink on a loopback port of
-# its own, every Fleet call forwarded) is checked in the real run of
-# tests/federated/test_deploy.py (test_superlink_and_three_supernodes_complete_two_rounds),
-# which goes through the same gate; with TLS (and device keys) in the real run of
-# tests/federated/test_supernode_auth.py.
+# its own, every Fleet call forwarded) is checked by default in the real run of
+# tests/federated/test_supernode_auth.py (with TLS and device keys), and in plain HTTP by
+# tests/federated/test_deploy.py (test_superlink_and_three_supernodes_complete_two_rounds,
+# marked slow: -m slow runs it).
 
 
 def test_with_tls_the_gate_serves_tls_that_devices_verify(

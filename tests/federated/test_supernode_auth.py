@@ -14,6 +14,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -29,6 +30,7 @@ from edgewise.federated.deploy import (
     load_supernode_keys,
     supernode_command,
 )
+from edgewise.federated.publish import load_global_model
 from tests.federated.test_cli_params import edgewise_in_process
 from tests.federated.test_federated_tls import Pki, make_pki
 
@@ -41,11 +43,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def _outsider(fleet: LocalFleet, name: str, root: Path | None, key: Path | None
               ) -> subprocess.Popen[bytes]:
     """A SuperNode trusting ``root`` (None: --insecure), with ``key`` (or none), that gives
-    up after two retries."""
+    up after two retries. It starts no SuperExec (``--isolation process``): refused before
+    any ClientApp could run, the one ``subprocess`` isolation starts beside it only took
+    CPU, importing Flower and retrying the gone SuperNode for up to ~40 s after it."""
     cmd = supernode_command(fleet.address, 0, 2, deploy.free_port(), root_certificates=root,
                             auth_key=key)
     cmd[cmd.index("--max-retries") + 1] = "2"
     cmd[cmd.index("--max-wait-time") + 1] = "10"
+    cmd += ["--isolation", "process"]
     return fleet._spawn(cmd, f"{name}.log")
 
 
@@ -66,8 +71,10 @@ def test_only_supernodes_with_registered_keys_take_part_in_a_real_run(
     pairs = [generate_supernode_key(tmp_path / "allowed", f"dev{i}") for i in range(2)]
     stranger = generate_supernode_key(tmp_path / "stranger", "dev9")[0]
     keys = load_supernode_keys(tmp_path / "allowed")
+    # device 1 sends NaN weights and both keep their own DP limit (node config read by the
+    # real SuperNode processes): test_deploy.py's real run (now slow) checked these
     with LocalFleet(2, workdir=tmp_path / "fl", tls=check_tls(pki.cert, pki.key, pki.ca),
-                    supernode_keys=keys,
+                    supernode_keys=keys, attacks={1: "nan"}, max_epsilon=6.0,
                     auth_keys={i: pair[0] for i, pair in enumerate(pairs)}) as fleet:
         outsiders = [_outsider(fleet, "unregistered", pki.ca, stranger),
                      _outsider(fleet, "keyless", pki.ca, None),
@@ -82,6 +89,13 @@ def test_only_supernodes_with_registered_keys_take_part_in_a_real_run(
     wire = json.loads((fleet.workdir / "out" / "wire.json").read_text())
     assert {e["node"] for e in wire} == set(fleet.registered)  # the outsiders sent nothing
     assert not any(e["error"] for e in wire)
+    # the NaN-sending device was rejected, the model stayed finite, and the devices trained
+    # under DP-SGD at their own ε <= 6 although the run asked for none
+    assert result["privacy"]["unit"] == "record" and 5.9 < result["privacy"]["epsilon"] <= 6.0
+    state, meta = load_global_model(fleet.workdir, "federated-pump")  # verified signature
+    assert meta["strategy"] == "fedavg+robust"
+    assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 1, meta["rejected"]
+    assert all(np.isfinite(v.numpy()).all() for v in state.values())
     assert "--enable-supernode-auth" in link_cmd and "--insecure" not in link_cmd
     assert all(code != 0 for code in codes), codes
     log = (fleet.workdir / "unregistered.log").read_text(errors="replace")

@@ -7,27 +7,36 @@ import time
 
 import httpx
 
+from tests.cli.test_demo_hunt_s31 import assert_labels_end_at_newest_stored_reading
 from tests.conftest import start_demo, stop_demo, wait_stored
 
 
 def test_demo_runs_prints_credentials_stores_and_stops_cleanly(tmp_path) -> None:
-    proc, lines, http = start_demo(tmp_path / "d")
+    """Check the demo's banner, that it stores, serves the dashboard and stops cleanly, and
+    that, stopped while its history still goes out (20 pumps: the history outruns the
+    acks), every pump's fault labels end at or before its newest stored reading: a restart
+    goes on after that reading (this run also stands for test_demo_hunt_s31.py's
+    test_each_pumps_labels_end_at_its_newest_stored_reading, which ran a demo of its own)."""
+    d = tmp_path / "d"
+    proc, lines, http = start_demo(d)
     try:
         out = "\n".join(lines)
         assert f"dashboard: http://127.0.0.1:{http}/" in out, out
         assert "admin token (shown once" in out
         creds = [ln.split(": ") for ln in lines if ln.startswith("  pump-")]
         assert len(creds) == 20 and all(len(s) >= 40 for _, s in creds)  # 256-bit secrets
-        assert wait_stored(http, 20 * 8 * 50, timeout=30) >= 20 * 8 * 50
+        # up to 16,000 readings (the labels' run waited for), at least the 8,000 asked
+        assert wait_stored(http, 20 * 8 * 100, timeout=60) >= 20 * 8 * 50
         assert httpx.get(f"http://127.0.0.1:{http}/", timeout=10).status_code == 200
     finally:
         rest = stop_demo(proc)
     assert proc.returncode == 0, rest
     assert "stopped;" in rest
-    labels = json.loads((tmp_path / "d" / "demo-labels.json").read_text())
+    labels = json.loads((d / "demo-labels.json").read_text())
     assert isinstance(labels, list)
-    assert json.loads((tmp_path / "d" / "demo-devices.json").read_text()).keys() == {
-        d.strip() for d, _ in creds}
+    assert json.loads((d / "demo-devices.json").read_text()).keys() == {
+        dev.strip() for dev, _ in creds}
+    assert_labels_end_at_newest_stored_reading(d, labels)
 
 
 def test_a_stopping_fleet_waits_for_its_last_acks_once_not_per_device() -> None:
