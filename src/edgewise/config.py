@@ -64,6 +64,10 @@ class Settings:
     # stalls half sent held the stop, and the saving of the detector state, for ever: a
     # service manager then killed it, 10 s under docker stop); past it they are cancelled
     http_shutdown_timeout_s: float = 5.0
+    # seconds an HTTP connection may stay open with no request under way, and an HTTPS one
+    # may take for its TLS handshake, before the gateway closes it (edgewise.gateway.
+    # http_guard); a reverse proxy that keeps idle connections open longer needs more
+    http_idle_s: float = 10.0
     # metric names a device may have (edgewise.gateway.metric_cap): a reading of a name new
     # to a device that has this many already is refused (reason too_many_metrics), as each
     # name costs the gateway a detector of its own; names it has keep being taken
@@ -316,6 +320,7 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "alert_webhook_max_retry_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
     "seq_gap_grace_s": (Interval(float, 0, MAX_WAIT_S), False),
     "http_shutdown_timeout_s": (Interval(float, 0, MAX_WAIT_S), False),
+    "http_idle_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
 }
 #: the CLI flag of a setting, where one has a flag
 _FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z",

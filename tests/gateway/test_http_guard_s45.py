@@ -117,12 +117,27 @@ def test_a_header_sent_a_byte_at_a_time_is_cut_and_a_slow_answer_is_not(served: 
             assert client.get("/").json() == {"ok": True}
 
 
-def test_the_gateway_closes_an_idle_http_connection(gateway_factory: Any) -> None:
+def test_the_gateway_closes_an_idle_http_connection(gateway_factory: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Check `edgewise serve` closes an HTTP connection that sends nothing (within the
-    guard's 10 s; it stayed open for good before) and still answers requests."""
+    guard's EDGEWISE_HTTP_IDLE_S, 1 s here, 10 by default; it stayed open for good before)
+    and still answers requests."""
+    monkeypatch.setenv("EDGEWISE_HTTP_IDLE_S", "1")
     gw = gateway_factory().start()
     so = socket.create_connection(("127.0.0.1", gw.http_port), timeout=5)
     t0 = time.monotonic()
-    while _open(so, 0.5):
-        assert time.monotonic() - t0 < 20, "an idle HTTP connection was never closed"
+    while _open(so, 0.2):
+        assert time.monotonic() - t0 < 8, "an idle HTTP connection was not closed in 1 s"
     assert httpx.get(f"http://127.0.0.1:{gw.http_port}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "86401", "ten"])
+def test_an_idle_setting_out_of_range_is_refused_by_name(text: str) -> None:
+    """EDGEWISE_HTTP_IDLE_S is over 0 and at most a day; the default stays 10 s."""
+    from edgewise.config import Settings
+    from edgewise.errors import ConfigError
+
+    assert Settings.load({}).http_idle_s == 10.0
+    assert Settings.load({"EDGEWISE_HTTP_IDLE_S": "2.5"}).http_idle_s == 2.5
+    with pytest.raises(ConfigError, match="EDGEWISE_HTTP_IDLE_S"):
+        Settings.load({"EDGEWISE_HTTP_IDLE_S": text})

@@ -363,23 +363,25 @@ class Gateway:
         # is cancelled after http_shutdown_timeout_s: uvicorn's default waits for it for
         # ever, and the stop, the MQTT broker's and the detector state's saving with it
         # an HTTP connection no peer can hoard: capped in number (per address and in all)
-        # and closed when no request is under way for 10 s (uvicorn kept an idle one open
-        # for ever: 1,100 of them took every file descriptor; edgewise.gateway.http_guard)
+        # and closed when no request is under way for http_idle_s (10 s; uvicorn kept an idle
+        # one open for ever: 1,100 of them took every file descriptor;
+        # edgewise.gateway.http_guard)
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         from edgewise.gateway.http_guard import guarded_http_protocol, guarded_tls_protocol
 
-        kw["http"] = guarded_http_protocol(AutoHTTPProtocol, count=self.pipeline.metrics.inc)
+        kw["http"] = guarded_http_protocol(AutoHTTPProtocol, idle_s=s.http_idle_s,
+                                           count=self.pipeline.metrics.inc)
         config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
                                 lifespan="off",
                                 timeout_graceful_shutdown=s.http_shutdown_timeout_s, **kw)
         config.load()
         if config.ssl is not None:
             # TLS is done by the guard's factory, which counts a connection from its accept
-            # and gives its handshake 10 s: asyncio's counted nothing and held an unfinished
-            # handshake 60 s, so idle TLS sockets could still take every descriptor
+            # and gives its handshake http_idle_s: asyncio's counted nothing and held an
+            # unfinished handshake 60 s, so idle TLS sockets could still take every descriptor
             config.http_protocol_class = guarded_tls_protocol(  # type: ignore[assignment]
-                config.http_protocol_class, config.ssl)
+                config.http_protocol_class, config.ssl, idle_s=s.http_idle_s)
             config.ssl = None
         self.http_server = uvicorn.Server(config)
         # the process's signals are not the HTTP server's: uvicorn's serve() takes SIGINT and
