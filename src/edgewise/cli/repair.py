@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, fail
-from edgewise.cli.admin import private_files
+from edgewise.cli.admin import _security, private_files
 
 
 @app.command()
@@ -61,6 +61,13 @@ def repair(
         report = repair_duckdb(path)
     except StoreError as exc:
         raise refuse(str(exc)) from None
+    if report.wal_moved_to is not None and (data_dir / "security.sqlite").is_file():
+        # a change to the store (readings only in the log's damaged part are gone from it),
+        # audited as 'edgewise store purge' is; an audit log is never made here
+        with _security(data_dir) as sec:
+            sec.audit("cli", "store.repair", shown_url(url), {
+                "wal_moved_to": report.wal_moved_to, "wal_bytes": report.wal_bytes,
+                "lost_rows": report.lost_rows, "readings_after": report.readings_after})
     if json_out:
         typer.echo(json.dumps(report.to_dict()))
     else:

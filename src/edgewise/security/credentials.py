@@ -33,7 +33,8 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   has a token id's form (8 hex digits), and no id is issued equal to a name, so a name
   never passes for another token's id.
   Every request looks its token up afresh, so a revoked token is refused at once, also by a
-  gateway running in another process.
+  gateway running in another process; an answer streamed for longer (a CSV export) checks
+  it again before each chunk (:meth:`Security.check_token_active`) and stops there.
 * The audit log is a hash chain: each entry stores the SHA-256 of the one before and its
   own (:meth:`Security.audit`), so :meth:`Security.verify_audit` finds an entry that was
   edited, deleted or inserted in the file afterwards, unless whoever did it also rewrote
@@ -1352,6 +1353,28 @@ class Security:
         if row is None:
             raise AuthError("API token not recognised.")
         return Principal(*row)
+
+    def check_token_active(self, who: Principal) -> None:
+        """Raise :class:`AuthError` unless ``who``'s token is still issued (not revoked since
+        it was authenticated): for answers that outlive their request's check, such as a
+        streamed export, so that a revocation cuts them off at their next step.
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> who = sec.authenticate_token(sec.create_token("viewer", "grafana"))
+        >>> sec.check_token_active(who)
+        >>> _ = sec.revoke_token(who.token_id, by_id=True)
+        >>> sec.check_token_active(who)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.AuthError: API token 'grafana' (id ...) was revoked; ... new token.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM tokens WHERE id = ?",
+                                   (who.token_id,)).fetchone()
+        if row is None:
+            raise AuthError(f"API token {who.name!r} (id {who.token_id}) was revoked; what "
+                            f"it was reading stops here: ask an admin for a new token.")
 
     def list_tokens(self) -> list[TokenRecord]:
         """Every API token, oldest first: id, name, role, created (never the secret)."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -133,6 +133,17 @@ def _still_there(store: Any, device_id: str, had_readings: bool) -> Callable[[],
     return check
 
 
+def _while_token_active(chunks: Iterator[bytes], security: Any,
+                        who: Any) -> Iterator[bytes]:
+    """``chunks``, each handed over only while ``who``'s token is still issued: a token
+    revoked during a long export raises :class:`~edgewise.errors.AuthError` at the next
+    chunk, which cuts the connection (as a deletion does) instead of streaming the rest
+    of the history to it."""
+    for chunk in chunks:
+        security.check_token_active(who)
+        yield chunk
+
+
 def _file_name(device_id: str) -> str:
     """A safe download name for a device's CSV.
 
@@ -162,7 +173,8 @@ def _file_name(device_id: str) -> str:
     "the bucket's mean. Readings stored while the CSV is streamed may or may not be in it. "
     "A failure after the first bytes ends the connection without the last chunk, so a "
     "client can tell a cut-off CSV from a whole one; so does the device's deletion while "
-    "its CSV is streamed.",
+    "its CSV is streamed, and the revocation of the token it was asked with (at the next "
+    "chunk: a revoked token is sent no more of the history).",
     response_class=CsvResponse,
     responses={**_REFUSALS, 200: {"description": "The CSV (UTF-8), streamed in chunks.",
                      "content": {"text/csv": {"schema": {"type": "string"},
@@ -199,6 +211,6 @@ async def readings_csv(
     chunks = csv_chunks(store, device_id, metrics, start_ns=start_ns, end_ns=end_ns,
                         step_ns=step_ns, form=form, time_format=time_format,
                         keep_empty=bool(metric), check=check)
-    return CsvResponse(chunks, headers={
+    return CsvResponse(_while_token_active(chunks, security, who), headers={
         "Content-Disposition": f'attachment; filename="{_file_name(device_id)}"',
         "Cache-Control": "no-store"})
