@@ -587,9 +587,11 @@ def export_cmd(
             typer.echo(f"warning: {' '.join(str(w.message).split())}", err=True)
         if kind == "RULModel" and any(OUTSIDE_NOTE in str(w.message) for w in caught):
             typer.echo(f"hint: {_rul_rows_hint(model)}.", err=True)
-        if isinstance(ex, CExport) and ex.calibration_rmse is not None:
+        # a C export's and an ONNX int8 graph's alike (the graph's rows: those without a NaN)
+        if ex.calibration_rmse is not None and calib is not None:
+            rows = getattr(ex, "calibration_rows", None) or len(calib)
             typer.echo(f"int8: RMSE {ex.calibration_rmse:.4g} against the float model on the "
-                       f"{len(calib)} calibration rows (its output std "
+                       f"{rows} calibration rows (its output std "
                        f"{ex.calibration_std:.4g})", err=True)
     # every file is checked, then written as one set (``ex.save``): none of them is written
     # where --out holds one that this command did not write, and a failed write (a folder

@@ -149,6 +149,22 @@ def _drift_cell(d: float | None) -> str:
     return f"{d:>6.2f}" if abs(d) < 999.995 else f"{d:>6.0e}"
 
 
+def _unchanged_note(m: dict[str, Any]) -> str:
+    """The table's note on a metric whose valid readings never changed (the report's
+    ``unchanged``): its whole run stuck where it is long enough to be (20 readings or more),
+    else too short to call stuck; a frozen sensor and a setpoint that held read alike, so
+    the note says both.
+
+    >>> _unchanged_note({"stuck": 30})
+    'never changed: one value throughout (a frozen sensor, or a setpoint that held)'
+    >>> _unchanged_note({"stuck": 0})
+    'never changed: one value throughout (too few readings to call it stuck)'
+    """
+    why = ("a frozen sensor, or a setpoint that held" if m.get("stuck")
+           else "too few readings to call it stuck")
+    return f"never changed: one value throughout ({why})"
+
+
 def _time_names() -> str:
     """The names :func:`~edgewise.tables.find_time_column` looks for, 'ts' (the old
     default) first.
@@ -431,9 +447,13 @@ def quality(
         return
     for dev, rep in report.items():
         s = rep["summary"]
+        # a metric whose valid readings were all one value: stuck where 20 or more, and
+        # said so by name, as the report's 'unchanged' (a frozen sensor, or a setpoint held)
+        still = s.get("unchanged", 0)
         typer.echo(f"device {dev}: {rep['readings']} readings, completeness "
                    f"{s['completeness']:.3f}, timeliness {s['timeliness']:.3f}, "
-                   f"validity {s['validity']:.3f}")
+                   f"validity {s['validity']:.3f}"
+                   + (f", {still} metric{'s' * (still != 1)} never changed" if still else ""))
         typer.echo(f"  {'metric':<20} {'n':>7} {'compl':>6} {'valid':>6} {'dup':>4} "
                    f"{'confl':>5} {'ooo':>4} {'spike':>5} {'stuck':>5} {'gaps':>4} "
                    f"{'drift':>6}")
@@ -446,6 +466,7 @@ def quality(
                        + (f"  counter: {m['restarts']} restarts, {m['backwards']} backwards"
                           if m["counter"] else "")
                        + (f"  two-state: {m['transitions']} switches, "
-                          f"{m['on_fraction']:.0%} on" if m["binary"] else ""))
+                          f"{m['on_fraction']:.0%} on" if m["binary"] else "")
+                       + (f"  {_unchanged_note(m)}" if m.get("unchanged") else ""))
     for p in written:
         typer.echo(f"plot: {p}")

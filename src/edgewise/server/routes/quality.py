@@ -261,7 +261,10 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     "first reading, as a device is from its first); where no spacing is known (one reading "
     "ever), its `completeness` and `timeliness` are null and the summary's means leave it "
     "out. `drift` is null where too few valid readings (under 20) measure it, and for a "
-    "counter or a two-state series.",
+    "counter or a two-state series. `unchanged` is true for a metric whose valid readings "
+    "(two or more) are all one value, a frozen sensor or a setpoint that held (from 20 "
+    "readings on, every one of them is counted `stuck`); the summary's `unchanged` counts "
+    "such metrics.",
 )
 async def quality(
     who: Viewer,

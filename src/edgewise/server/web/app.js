@@ -1065,6 +1065,17 @@ function counts(obj) {
   return parts.length ? parts.join(", ") : "–";
 }
 
+// The stuck count, and beside it "never changed" where the metric's valid readings were all one
+// value (the report's `unchanged`: stuck in whole from 20 readings on): a frozen sensor and a
+// setpoint that held read alike, and the count alone did not say the series never moved.
+function stuckCell(f) {
+  const still = f.unchanged === true;
+  return h("td", { "data-unchanged": still, title: still ? (f.stuck
+    ? "One value throughout: a frozen sensor, or a setpoint that held"
+    : "One value throughout (too few readings to call it stuck)") : null },
+  f.stuck, still ? h("span", { class: "muted" }, " · never changed") : null);
+}
+
 function fillQuality(body, q) {
   const names = Object.keys(q.metrics || {}).sort();
   if (!names.length) {
@@ -1077,7 +1088,7 @@ function fillQuality(body, q) {
     const c = ingest[m] || {};
     return h("tr", { "data-metric": m },
       h("td", {}, m), h("td", {}, pct(f.completeness)), h("td", {}, pct(f.validity)),
-      h("td", {}, f.spikes), h("td", {}, f.stuck), h("td", {}, f.gaps),
+      h("td", {}, f.spikes), stuckCell(f), h("td", {}, f.gaps),
       h("td", {}, counts(c.removed)), h("td", {}, counts(c.flagged)));
   }));
 }
