@@ -90,10 +90,16 @@ from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
 from edgewise.telemetry import validate_device_id
 
 __all__ = [
+    "FORMAT_ALIASES",
+    "LATE_PUBLISH_NOTE",
+    "LATE_ROLLOUT_NOTE",
     "MAX_EXPIRY_DAYS",
+    "MAX_MODEL_BYTES",
     "MAX_NAME_BYTES",
+    "MAX_TRAINED_ON_BYTES",
     "MAX_VERSION_BYTES",
     "MIN_EXPIRY_DAYS",
+    "MODEL_FORMATS",
     "REASONS",
     "Artifact",
     "Manifest",
@@ -107,7 +113,11 @@ __all__ = [
     "key_id_of",
     "load_key",
     "load_or_create_key",
+    "model_format_of",
+    "publish_audited",
     "sign",
+    "unaudited_releases",
+    "unaudited_versions",
     "verify",
 ]
 
@@ -141,6 +151,27 @@ MIN_EXPIRY_DAYS = MIN_EXPIRY_S / 86400
 #: real name ("ewz-line-a-pumps") or version ("2024.06.1-rc.3+build.20240601").
 MAX_NAME_BYTES = 128
 MAX_VERSION_BYTES = 64
+#: The largest model :meth:`Registry.publish` takes, in bytes: what an edge agent installs at
+#: most (:mod:`edgewise.edge.agent` imports it). A larger model was published and signed, and
+#: every agent it was released to refused it as ``too_large`` without fetching it.
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+#: The longest ``trained_on`` :meth:`Registry.publish` takes, in bytes of UTF-8. It is signed
+#: into every release manifest of the version, which each device is offered at each update
+#: check (every 30 s by default) and keeps in its ``current.json`` and in each of its 20
+#: ``history.json`` entries: unbounded, a 5 MB ``trained_on`` made each manifest 5 MB (over
+#: 100 MB kept per device). A federated run stores its metadata there as JSON (privacy
+#: accounting, normaliser statistics, the per-round evaluation), tens of KB for long runs;
+#: 256 KiB leaves such a run room several times over while a device keeps at most about
+#: 5 MB of manifests. A version published with a longer one before there was a limit loads,
+#: releases and may be published again (its repair) as before.
+MAX_TRAINED_ON_BYTES = 256 * 1024
+#: The model formats :meth:`Registry.publish` records (what ``edgewise registry publish
+#: --format`` takes); an edge agent runs ``pickle`` (its ``AGENT_FORMATS``), and compares
+#: formats exactly, so a format is recorded lower case: ``"PICKLE"`` was published as such
+#: and refused by every agent as ``unsupported_format``.
+MODEL_FORMATS = ("bin", "c", "npz", "npz-state-dict", "onnx", "pickle")
+#: Other names of a format that :meth:`Registry.publish` records as the format they name.
+FORMAT_ALIASES = {"pkl": "pickle"}
 _LIMITS = {"name": MAX_NAME_BYTES, "version": MAX_VERSION_BYTES}
 _CHUNK = 64 * 1024
 
@@ -732,6 +763,30 @@ def check_lengths(name: str, version: str, where: str) -> None:
         exc = _too_long(value, what, where)
         if exc is not None:
             raise exc
+
+
+def model_format_of(format: str, where: str = "Registry.publish") -> str:
+    """The format :meth:`Registry.publish` records for ``format``: one of
+    :data:`MODEL_FORMATS`, given in any case or as one of its :data:`FORMAT_ALIASES`; else
+    :class:`InvalidParameterError` naming it and the formats (an agent refused a model
+    published as ``"PICKLE"`` or ``"pkl"`` as ``unsupported_format``, on every device).
+
+    >>> model_format_of("PICKLE"), model_format_of("pkl"), model_format_of("onnx")
+    ('pickle', 'pickle', 'onnx')
+    >>> model_format_of("tflite")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'format' parameter of Registry.publish must be one of bin, c, npz, npz-state-dict, onnx, pickle (pkl for pickle; any case), the edge agent runs pickle. Got 'tflite' instead.
+    """  # noqa: E501
+    what = format.lower()
+    what = FORMAT_ALIASES.get(what, what)
+    if what not in MODEL_FORMATS:
+        aliases = ", ".join(f"{k} for {v}" for k, v in FORMAT_ALIASES.items())
+        raise InvalidParameterError(
+            f"The 'format' parameter of {where} must be one of {', '.join(MODEL_FORMATS)} "
+            f"({aliases}; any case), the edge agent runs pickle. Got {format!r} instead.",
+            field="format", value=format)
+    return what
 
 
 def _check_utf8(value: str, what: str, where: str) -> str:
@@ -1498,8 +1553,11 @@ class Registry:
         published before there were limits may be published again); each metric a
         non-empty name and a finite number (the signed manifests carry them as strict JSON);
         ``payload`` not empty, and ``trained_on`` printable text (no newline or other control
-        character: ``registry list`` prints it), except for a version published before these
-        checks, published again.
+        character: ``registry list`` prints it) of at most :data:`MAX_TRAINED_ON_BYTES`
+        bytes of UTF-8, ``payload`` at most :data:`MAX_MODEL_BYTES` bytes (what an edge agent
+        installs), and ``format`` one of :data:`MODEL_FORMATS`, in any case or an alias,
+        recorded as that (:func:`model_format_of`), except for a version published before
+        these checks, published again.
         Refused (:class:`SignatureError`, reason ``"key_lost"`` or ``"key_mismatch"``) while the
         registry's signing key is lost or is not the key it issued: nothing published could be
         released. Safe when several processes publish the same bytes at once (the blob is
@@ -1532,12 +1590,18 @@ class Registry:
             raise InvalidParameterError(
                 "The 'payload' parameter of Registry.publish must be bytes (the model file's "
                 f"contents). Got {type(payload).__name__} instead.", field="payload")
-        payload = bytes(payload)
         checked = _check_metrics({} if metrics is None else metrics)
+        format = self._format(name, version, format)
+        if len(payload) > MAX_MODEL_BYTES:  # before it is hashed, copied or written
+            self._refuse_too_large(name, version, len(payload))
+        payload = bytes(payload)
         if not payload:
             self._refuse_empty(name, version)
         if not trained_on.isprintable():
             self._refuse_unprintable(name, version, trained_on)
+        if len(trained_on) > MAX_TRAINED_ON_BYTES // 4 \
+                and len(trained_on.encode("utf-8")) > MAX_TRAINED_ON_BYTES:
+            self._refuse_long_trained_on(name, version, trained_on)
         self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
         try:  # other bytes under a published version: refused before their blob is written
@@ -1600,6 +1664,50 @@ class Registry:
                 f"'NAB realKnownCause'. Got {trained_on[:60]!r} instead.", field="trained_on",
                 value=trained_on[:60]) from None
 
+    def _published_as(self, name: str, version: str) -> ModelVersion | None:
+        """The published ``version`` of ``name``, or ``None``."""
+        try:
+            return self.version(name, version)
+        except KeyError:
+            return None
+
+    def _format(self, name: str, version: str, format: str) -> str:
+        """The format to record (:func:`model_format_of`), except for a version published
+        with ``format`` exactly before formats were checked, published again (its repair)."""
+        old = self._published_as(name, version)
+        if old is not None and old.format == format:
+            return format
+        return model_format_of(format)
+
+    def _refuse_too_large(self, name: str, version: str, size: int) -> None:
+        """Refuse a model over :data:`MAX_MODEL_BYTES` (:class:`InvalidParameterError`):
+        every edge agent refuses such a release as ``too_large``, unfetched. A version
+        published so before this check may be published again (its repair)."""
+        if self._published_as(name, version) is None:
+            raise InvalidParameterError(
+                f"The 'payload' parameter of Registry.publish (model {name!r} version "
+                f"{version!r}) is {size} bytes ({size / 2**20:.1f} MiB); models are at most "
+                f"{MAX_MODEL_BYTES} bytes ({MAX_MODEL_BYTES // 2**20} MiB, MAX_MODEL_BYTES), "
+                "what an edge agent installs: a larger one is refused by every device as "
+                "too_large. Make the model smaller (fewer parameters, a compact export).",
+                field="payload", value=size)
+
+    def _refuse_long_trained_on(self, name: str, version: str, trained_on: str) -> None:
+        """Refuse a ``trained_on`` over :data:`MAX_TRAINED_ON_BYTES` bytes of UTF-8
+        (:class:`InvalidParameterError`): it is signed into every release manifest of the
+        version that each device fetches and keeps. A version published with one before this
+        check may be published again (its repair)."""
+        if self._published_as(name, version) is None:
+            size = len(trained_on.encode("utf-8"))
+            raise InvalidParameterError(
+                f"The 'trained_on' parameter of Registry.publish (model {name!r} version "
+                f"{version!r}) must be at most {MAX_TRAINED_ON_BYTES} bytes of UTF-8 "
+                f"(MAX_TRAINED_ON_BYTES, {MAX_TRAINED_ON_BYTES // 1024} KiB): every release "
+                "manifest carries it to each device. Got "
+                f"{size} bytes instead, starting {trained_on[:40]!r}; name the data (and put "
+                "the details in a file beside the model).", field="trained_on",
+                value=trained_on[:40])
+
     def _refuse_empty(self, name: str, version: str) -> None:
         """Refuse an empty model (:class:`InvalidParameterError`): no format's model is 0
         bytes (an export that failed, a file truncated or made by ``touch``), and one was
@@ -1628,6 +1736,11 @@ class Registry:
         """Published versions, oldest first (in publish order, :attr:`ModelVersion.seq`),
         optionally of one model."""
         one = name is not None  # "" is a (never published) name, not "every model"
+        if one and not isinstance(name, str):  # versions(5) failed as an AttributeError
+            raise InvalidParameterError(
+                "The 'name' parameter of Registry.versions must be a model name (text), or "
+                f"None for every model. Got {name!r} ({type(name).__name__}) instead.",
+                field="name", value=name)
         if one:
             _check_utf8(name, "name", "Registry.versions")
         q = (f"SELECT {_VERSION_COLS} FROM versions" + (" WHERE name = ?" if one else "")
@@ -2242,10 +2355,29 @@ class Registry:
         return self.rollout(name, to_version, target, kind="rollback", **kw)
 
     def releases(self, target: str | None = None) -> list[Release]:
-        """Releases, oldest first, optionally for one target."""
-        q = "SELECT * FROM releases" + (" WHERE target = ?" if target else "") + " ORDER BY release"
+        """Releases, oldest first, optionally for one target (``None``: every target; ``""``
+        is a target no release has, as :meth:`versions` takes ``""``: it listed every
+        release, as if for that target).
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
+        >>> _ = reg.rollout("m", "1.0.0", "group:a")
+        >>> len(reg.releases()), len(reg.releases("group:a")), len(reg.releases(""))
+        (1, 1, 0)
+        >>> reg.close()
+        """
+        one = target is not None
+        if one and not isinstance(target, str):
+            raise InvalidParameterError(
+                "The 'target' parameter of Registry.releases must be a release target "
+                f"({TARGET_ALLOWED}), or None for every target. Got {target!r} "
+                f"({type(target).__name__}) instead.", field="target", value=target)
+        if one:
+            _check_utf8(target, "target", "Registry.releases")
+        q = "SELECT * FROM releases" + (" WHERE target = ?" if one else "") + " ORDER BY release"
         with self._lock:
-            rows = self._db.execute(q, (target,) if target else ()).fetchall()
+            rows = self._db.execute(q, (target,) if one else ()).fetchall()
         return [Release(*r) for r in rows]
 
     def withdraw_device(self, device_id: str) -> list[Release]:
@@ -2335,3 +2467,135 @@ class Registry:
         with self._lock:
             row = self._db.execute(sql + " ORDER BY r.release DESC LIMIT 1", args).fetchone()
         return Release(*row) if row else None
+
+
+# -- audit entries missed: the registry and the audit log are two databases ---------------
+# A publish or rollout (``edgewise registry publish|rollout``, a federated run's
+# :func:`edgewise.federated.publish.register_global_model`) commits its version or release
+# first and its audit entry (``model.publish``, ``model.rollout``) right after, inside the
+# audit log's write lock (``Security.transaction``); a process stopped between the two
+# (killed, a full disk) leaves a version or release with no entry. The next such command
+# finds them with these and records them, marked ``late`` with one of these notes.
+
+#: The ``note`` of a ``model.publish`` entry recorded late.
+LATE_PUBLISH_NOTE = ("recorded late: this version was stored with no model.publish entry (the "
+                     "publish that stored it stopped before its entry was written: killed, or "
+                     "the audit log could not be written; or it predates audited publishes)")
+#: The ``note`` of a ``model.rollout`` entry recorded late.
+LATE_ROLLOUT_NOTE = ("recorded late: this release was signed with no model.rollout entry (the "
+                     "rollout that signed it stopped before its entry was written, or it "
+                     "predates audited rollouts)")
+
+
+def _audit_details(sec: Any, action: str, target: str | None = None) -> list[dict[str, Any]]:
+    """The details (JSON objects), with ``"_target"`` added, of the committed ``action``
+    entries (on ``target``; ``None``: on any) in the audit log of ``sec`` (a
+    :class:`edgewise.security.Security`), read from a read-only connection: what was
+    committed, not the entries of the caller's own open transaction. An entry whose detail
+    is no JSON object (edited on disk) records nothing and is skipped."""
+    from edgewise.security.credentials import open_read_only
+
+    db, _uri = open_read_only(sec.path)
+    try:
+        rows = db.execute("SELECT target, detail FROM audit WHERE action = ?"
+                          + ("" if target is None else " AND target = ?"),
+                          (action,) if target is None else (action, target)).fetchall()
+    finally:
+        db.close()
+    details = []
+    for where, text in rows:
+        try:
+            detail = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(detail, dict):
+            details.append({**detail, "_target": where})
+    return details
+
+
+def _publishes_recorded(sec: Any, name: str) -> set[tuple[Any, Any]]:
+    """The (version, sha256) pairs of model ``name`` that a ``model.publish`` entry of
+    ``sec``'s audit log records as published (an entry of a publish ``again`` records no
+    publish of its own)."""
+    return {(d.get("version"), d.get("sha256"))
+            for d in _audit_details(sec, "model.publish", name) if not d.get("again")}
+
+
+def publish_audited(sec: Any, mv: ModelVersion) -> bool:
+    """Whether the audit log of ``sec`` (a :class:`edgewise.security.Security`) records
+    ``mv`` as published: a ``model.publish`` entry of its name for its version and bytes
+    (sha256) that is not only a publish of it again (``again``). Call it inside
+    ``sec.transaction()``: no other writer can add that entry before the block commits.
+
+    >>> import tempfile
+    >>> from edgewise.security import Security
+    >>> d = Path(tempfile.mkdtemp())
+    >>> mv = Registry(d).publish("m", "1.0.0", b"x", format="bin")
+    >>> sec = Security(d)
+    >>> publish_audited(sec, mv)
+    False
+    >>> sec.audit("cli", "model.publish", "m", {"version": "1.0.0", "sha256": mv.sha256})
+    >>> publish_audited(sec, mv)
+    True
+    >>> sec.close()
+    """
+    return (mv.version, mv.sha256) in _publishes_recorded(sec, mv.name)
+
+
+def unaudited_versions(sec: Any, reg: Registry, name: str, *,
+                       besides: Iterable[str] = ()) -> list[ModelVersion]:
+    """The published versions of model ``name`` in ``reg`` (but those named in
+    ``besides``) that no ``model.publish`` entry of ``sec``'s audit log records
+    (:func:`publish_audited`), oldest first: stored by a publish that stopped before its
+    entry committed. Call it inside ``sec.transaction()``, as :func:`publish_audited`.
+
+    >>> import tempfile
+    >>> from edgewise.security import Security
+    >>> d = Path(tempfile.mkdtemp())
+    >>> reg = Registry(d)
+    >>> mv = reg.publish("m", "1", b"x", format="bin")
+    >>> _ = reg.publish("m", "2", b"y", format="bin")
+    >>> sec = Security(d)
+    >>> [v.version for v in unaudited_versions(sec, reg, "m", besides=["2"])]
+    ['1']
+    >>> sec.audit("cli", "model.publish", "m", {"version": "1", "sha256": mv.sha256})
+    >>> unaudited_versions(sec, reg, "m", besides=["2"])
+    []
+    >>> sec.close(); reg.close()
+    """
+    skip = set(besides)
+    mine = [v for v in reg.versions(name) if v.version not in skip]
+    if not mine:
+        return []
+    recorded = _publishes_recorded(sec, name)
+    return [v for v in mine if (v.version, v.sha256) not in recorded]
+
+
+def unaudited_releases(sec: Any, reg: Registry, name: str, target: str | None, *,
+                       before: int) -> list[Release]:
+    """The releases of model ``name`` to ``target`` (``None``: to any target) numbered
+    below ``before`` that no ``model.rollout`` entry of ``sec``'s audit log on their target
+    records (by release number), oldest first: signed by a rollout that stopped before its
+    entry committed. Call it inside ``sec.transaction()``, as :func:`publish_audited`.
+
+    >>> import tempfile
+    >>> from edgewise.security import Security
+    >>> d = Path(tempfile.mkdtemp())
+    >>> reg = Registry(d)
+    >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
+    >>> r1 = reg.rollout("m", "1.0.0", "group:a").manifest.release
+    >>> sec = Security(d)
+    >>> [r.release for r in unaudited_releases(sec, reg, "m", "group:a", before=9)]
+    [1]
+    >>> sec.audit("cli", "model.rollout", "group:a", {"name": "m", "release": r1})
+    >>> unaudited_releases(sec, reg, "m", None, before=9)
+    []
+    >>> sec.close(); reg.close()
+    """
+    mine = [r for r in reg.releases(target) if r.name == name and r.release < before]
+    if not mine:
+        return []
+    audited = {(d["_target"], d["release"])
+               for d in _audit_details(sec, "model.rollout", target)
+               if isinstance(d.get("release"), int) and not isinstance(d.get("release"), bool)}
+    return [r for r in mine if (r.target, r.release) not in audited]

@@ -10,7 +10,12 @@ registry and the audit log are two files: a publish stopped between them (killed
 leaves its version published with no ``model.publish`` entry; running it again (the same
 bytes) writes that entry then, marked ``late`` (later runs are audited ``again``). A rollout
 stopped so leaves a signed release with no ``model.rollout`` entry: the next rollout of that
-model to that target writes it, marked ``late``.
+model to that target writes it, marked ``late``. (A federated run publishes a fresh version
+each time: the next federated publish of the model records those of a stopped run.) The
+helpers that find them live in :mod:`edgewise.registry`, which both use.
+``publish`` refuses a model file over :data:`edgewise.registry.MAX_MODEL_BYTES` (256 MiB,
+what an edge agent installs) before reading it, and ``--trained-on`` over
+:data:`edgewise.registry.MAX_TRAINED_ON_BYTES` (256 KiB).
 
 ``rollout`` refuses, with one line and without spending a release counter: a target whose
 device id or group name ``edgewise device add`` would not take (a blank group, ``device:a:b``),
@@ -33,17 +38,14 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from edgewise.cli._app import UTF8_TEXT, DataDir, Json, app, existing_data_dir, fail
 
-if TYPE_CHECKING:
-    from edgewise.registry import ModelVersion, Registry, Release
-    from edgewise.security import Security
-
 #: what ``--format`` (or, without it, the file's suffix) may say, and the format it records
+#: (:data:`edgewise.registry.MODEL_FORMATS`, which ``Registry.publish`` holds it to)
 _FORMATS = {"pickle": "pickle", "pkl": "pickle", "onnx": "onnx", "c": "c", "npz": "npz",
             "npz-state-dict": "npz-state-dict", "bin": "bin", "": "bin"}
 _ALLOWED = ", ".join(sorted({v for v in _FORMATS.values()}))
@@ -205,7 +207,13 @@ def publish_cmd(
     a fresh install makes.
     """
     from edgewise.errors import InvalidParameterError
-    from edgewise.registry import Registry, check_lengths
+    from edgewise.registry import (
+        LATE_PUBLISH_NOTE,
+        MAX_MODEL_BYTES,
+        Registry,
+        check_lengths,
+        publish_audited,
+    )
 
     _publish_data_dir(data_dir)
     if not (data_dir / "registry" / "registry.sqlite").exists():
@@ -221,7 +229,13 @@ def publish_cmd(
             raise fail(f"Model file {str(model_file)!r} is not a regular file (a pipe, device "
                        "or socket); save the model to a file and give that file.")
         raise fail(f"Model file {str(model_file)!r} does not exist.")
-    if model_file.stat().st_size == 0:  # it was published, and signed for every device
+    size = model_file.stat().st_size
+    if size > MAX_MODEL_BYTES:  # refused before it is read (every agent refuses it)
+        raise fail(f"Model file {str(model_file)!r} is {size} bytes ({size / 2**20:.1f} MiB); "
+                   f"models are at most {MAX_MODEL_BYTES} bytes ({MAX_MODEL_BYTES // 2**20} "
+                   "MiB), what an edge agent installs: every device would refuse it as "
+                   "too_large. Make the model smaller.")
+    if size == 0:  # it was published, and signed for every device
         raise fail(f"Model file {str(model_file)!r} is empty (0 bytes): no model in any "
                    "format is; give the exported model file (an export that failed, or a "
                    "file truncated on the way, leaves an empty one).")
@@ -262,7 +276,7 @@ def publish_cmd(
             late = again and not publish_audited(sec, mv)
             sec.audit("cli", "model.publish", name, {
                 "version": version, "sha256": mv.sha256, "size": mv.size,
-                "format": mv.format, **({"late": True, "note": _LATE_NOTE} if late else
+                "format": mv.format, **({"late": True, "note": LATE_PUBLISH_NOTE} if late else
                                         {"again": True} if again else {})})
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
@@ -281,95 +295,6 @@ def publish_cmd(
                    "was damaged)")
         return
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
-
-
-#: the ``note`` of a ``model.publish`` entry written by a later publish of the same bytes
-_LATE_NOTE = ("recorded late: this version was stored with no model.publish entry (the "
-              "publish that stored it stopped before its entry was written: killed, or the "
-              "audit log could not be written; or it predates audited publishes)")
-
-
-def publish_audited(sec: Security, mv: ModelVersion) -> bool:
-    """Whether the audit log of ``sec`` records ``mv`` as published: a ``model.publish``
-    entry of its name for its version and bytes (sha256) that is not only a publish of it
-    again (``again``). Call it inside ``sec.transaction()``: no other writer can add that
-    entry before the block commits. One read of the model's ``model.publish`` entries,
-    from a read-only connection (what was committed; the block's own entries are not seen).
-
-    >>> import tempfile
-    >>> from edgewise.registry import Registry
-    >>> from edgewise.security import Security
-    >>> d = Path(tempfile.mkdtemp())
-    >>> mv = Registry(d).publish("m", "1.0.0", b"x", format="bin")
-    >>> sec = Security(d)
-    >>> publish_audited(sec, mv)
-    False
-    >>> sec.audit("cli", "model.publish", "m", {"version": "1.0.0", "sha256": mv.sha256})
-    >>> publish_audited(sec, mv)
-    True
-    >>> sec.close()
-    """
-    return any(d.get("version") == mv.version and d.get("sha256") == mv.sha256
-               and not d.get("again") for d in _audit_details(sec, "model.publish", mv.name))
-
-
-def _audit_details(sec: Security, action: str, target: str) -> list[dict]:
-    """The details (JSON objects) of the committed ``action`` entries on ``target`` in the
-    audit log of ``sec``, read from a read-only connection; an entry whose detail is no
-    JSON object (edited on disk) records nothing and is skipped."""
-    from edgewise.security.credentials import open_read_only
-
-    db, _uri = open_read_only(sec.path)
-    try:
-        rows = db.execute("SELECT detail FROM audit WHERE action = ? AND target = ?",
-                          (action, target)).fetchall()
-    finally:
-        db.close()
-    details = []
-    for (text,) in rows:
-        try:
-            detail = json.loads(text)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(detail, dict):
-            details.append(detail)
-    return details
-
-
-#: the ``note`` of a ``model.rollout`` entry written by a later rollout to the same target
-_LATE_ROLLOUT_NOTE = ("recorded late: this release was signed with no model.rollout entry (the "
-                      "rollout that signed it stopped before its entry was written, or it "
-                      "predates audited rollouts)")
-
-
-def unaudited_releases(sec: Security, reg: Registry, name: str, target: str, *,
-                       before: int) -> list[Release]:
-    """The releases of model ``name`` to ``target`` numbered below ``before`` that no
-    ``model.rollout`` entry of ``sec``'s audit log records (by release number), oldest
-    first: signed by a rollout that stopped before its entry committed. Call it inside
-    ``sec.transaction()``, as :func:`publish_audited`.
-
-    >>> import tempfile
-    >>> from edgewise.registry import Registry
-    >>> from edgewise.security import Security
-    >>> d = Path(tempfile.mkdtemp())
-    >>> reg = Registry(d)
-    >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
-    >>> r1 = reg.rollout("m", "1.0.0", "group:a").manifest.release
-    >>> sec = Security(d)
-    >>> [r.release for r in unaudited_releases(sec, reg, "m", "group:a", before=9)]
-    [1]
-    >>> sec.audit("cli", "model.rollout", "group:a", {"name": "m", "release": r1})
-    >>> unaudited_releases(sec, reg, "m", "group:a", before=9)
-    []
-    >>> sec.close(); reg.close()
-    """
-    mine = [r for r in reg.releases(target) if r.name == name and r.release < before]
-    if not mine:
-        return []
-    audited = {d["release"] for d in _audit_details(sec, "model.rollout", target)
-               if isinstance(d.get("release"), int)}
-    return [r for r in mine if r.release not in audited]
 
 
 def _publish_data_dir(data_dir: Path) -> Path:
@@ -407,7 +332,12 @@ def rollout_cmd(
     """Sign a release of NAME VERSION for TARGET (device:<id> of a registered device, or
     group:<name>)."""
     from edgewise.errors import InvalidParameterError, SignatureError
-    from edgewise.registry import Registry, check_expires_days
+    from edgewise.registry import (
+        LATE_ROLLOUT_NOTE,
+        Registry,
+        check_expires_days,
+        unaudited_releases,
+    )
     from edgewise.security import Security
 
     existing_data_dir(data_dir)  # a mistyped one: nothing was published there, nothing made
@@ -436,7 +366,7 @@ def rollout_cmd(
                 for r in late:
                     sec.audit("cli", "model.rollout", target, {
                         "name": name, "version": r.version, "release": r.release,
-                        "kind": r.kind, "late": True, "note": _LATE_ROLLOUT_NOTE})
+                        "kind": r.kind, "late": True, "note": LATE_ROLLOUT_NOTE})
         finally:
             sec.close()
             reg.close()

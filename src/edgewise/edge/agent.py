@@ -93,7 +93,12 @@ from edgewise._sqlite import write_transaction
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
 from edgewise.gateway.metric_cap import DEFAULT_MAX_METRICS
-from edgewise.registry import Manifest, key_id_of, verify
+from edgewise.registry import (  # a release over MAX_MODEL_BYTES: refused, never fetched
+    MAX_MODEL_BYTES,
+    Manifest,
+    key_id_of,
+    verify,
+)
 from edgewise.telemetry import METRIC_NAME_RE, parse_time_text
 
 __all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "alert_metric", "check_source",
@@ -107,7 +112,6 @@ _DROP_LOG_EVERY_S = 60.0  # an outbox that keeps dropping is said again at most 
 _FINAL_REFUSALS = ("unsupported_format", "bad_model")  # what the signed release itself is
 AGENT_FORMATS = ("pickle",)  # the model formats this agent runs (asked of the gateway)
 _STAND_IN_METRIC = "agent.too_large"  # sent under the seq of a message the gateway refuses
-MAX_MODEL_BYTES = 256 * 1024 * 1024  # a signed release saying more is refused, never fetched
 _CLOCK_REASONS = ("future_ts", "ancient_ts")  # the gateway's reasons for a reading's time
 _REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table, at most
 _REJECTED_BODY_KEEP = 4096  # bytes of each rejected message's body kept (its size is recorded)

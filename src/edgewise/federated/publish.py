@@ -23,6 +23,16 @@ Federated runs that end together in one data directory publish and release one a
 other (an exclusive lock on ``registry/federated-publish.lock``), and a version another
 publisher takes between the choice and the insert is skipped for the next one.
 
+The registry and the audit log are two files: a run stopped between them (killed, a full
+disk) leaves its version, or its release, with no entry, and the next run publishes a new
+version rather than that one again. So each publish, in the audit log's write lock, first
+records every version of the model with no ``model.publish`` entry, and every release of it
+(to any target) with no ``model.rollout`` entry, marked ``late`` (as ``edgewise registry
+publish`` and ``rollout`` record those of their own command); the returned ``late`` lists
+them. The metadata is held to the registry's limit on ``trained_on``
+(:data:`~edgewise.registry.MAX_TRAINED_ON_BYTES`): a run too long for its per-round
+evaluation keeps the last rounds' (``evaluate_rounds_dropped`` says how many were left out).
+
 >>> import tempfile, torch
 >>> d = Path(tempfile.mkdtemp())
 >>> e = register_global_model({"w": torch.zeros(2)}, d, "demo", {"rounds": 2})
@@ -49,7 +59,16 @@ from typing import Any
 import numpy as np
 
 from edgewise.errors import InvalidParameterError, SignatureError
-from edgewise.registry import ModelVersion, Registry, verify
+from edgewise.registry import (
+    LATE_PUBLISH_NOTE,
+    LATE_ROLLOUT_NOTE,
+    MAX_TRAINED_ON_BYTES,
+    ModelVersion,
+    Registry,
+    unaudited_releases,
+    unaudited_versions,
+    verify,
+)
 
 __all__ = ["DEFAULT_TARGET", "check_target", "load_global_model", "next_version",
            "register_global_model"]
@@ -274,11 +293,16 @@ def register_global_model(
     version taken back (:func:`_unpublish`) and the error ends saying so, or naming the
     version left published where it could not be.
 
+    Before publishing, inside the audit log's write lock, every earlier version and
+    release of ``name`` left with no entry (a run stopped between the registry's commit and
+    the audit log's) is recorded, marked ``late`` (:func:`_record_late`).
+
     Returns
     -------
     dict
         ``name``, ``version``, ``release``, ``target``, ``sha256``, ``size``, ``key_id``,
-        ``data_dir``: where to find it and how to verify it.
+        ``data_dir``: where to find it and how to verify it; ``late``: the earlier versions
+        and releases (``{"versions": [...], "releases": [...]}``) recorded late.
     """
     check_target(data_dir, target)  # before anything is published: nothing to leave behind
     buf = io.BytesIO()
@@ -297,6 +321,7 @@ def register_global_model(
         with _publish_lock(reg), (sec.transaction() if sec is not None else nullcontext()):
             if target.startswith("group:"):  # the release's rule, before publishing
                 _refuse_held_rollbacks(reg, name, target)
+            late = _record_late(sec, reg, name)
             version, mv = _publish_next(reg, name, payload, meta)
             published = {"version": version, "sha256": mv.sha256, "size": mv.size,
                          "format": mv.format}
@@ -323,11 +348,71 @@ def register_global_model(
             raise failed
         return {"name": name, "version": version, "release": signed.manifest.release,
                 "target": target, "sha256": mv.sha256, "size": mv.size, "key_id": reg.key_id,
-                "data_dir": str(data_dir)}
+                "data_dir": str(data_dir), "late": late}
     finally:
         if sec is not None:
             sec.close()
         reg.close()
+
+
+def _record_late(sec: Any, reg: Registry, name: str) -> dict[str, list[Any]]:
+    """Record in the audit log ``sec`` (``None``: none, nothing recorded), marked ``late``,
+    each version of ``name`` in ``reg`` with no ``model.publish`` entry and each release of
+    it (to any target) with no ``model.rollout`` entry: left so by a run (or a CLI publish
+    or rollout) stopped between the registry's commit and its entry's. Runs inside
+    ``sec.transaction()`` (no other writer can add them meanwhile), before this run
+    publishes. Returns the versions and release numbers recorded."""
+    if sec is None:
+        return {"versions": [], "releases": []}
+    versions = unaudited_versions(sec, reg, name)
+    for v in versions:
+        _audit(sec, "model.publish", name, {
+            "version": v.version, "sha256": v.sha256, "size": v.size, "format": v.format,
+            "late": True, "note": LATE_PUBLISH_NOTE})
+    releases = unaudited_releases(sec, reg, name, None, before=2**63)
+    for r in releases:
+        _audit(sec, "model.rollout", r.target, {
+            "name": name, "version": r.version, "release": r.release, "kind": r.kind,
+            "late": True, "note": LATE_ROLLOUT_NOTE})
+    return {"versions": [v.version for v in versions],
+            "releases": [r.release for r in releases]}
+
+
+def _trained_on(meta: Mapping[str, Any]) -> str:
+    """``meta`` as the JSON that ``trained_on`` holds, within the registry's
+    :data:`~edgewise.registry.MAX_TRAINED_ON_BYTES`: where it is longer, the per-round
+    ``evaluate_metrics`` keep their last rounds only (as many as fit; a long run's is what
+    grows), and ``evaluate_rounds_dropped`` says how many were left out. What does not fit
+    even so is left to the registry to refuse, naming the limit.
+
+    >>> meta = {"rounds": 20000, "evaluate_metrics": {r: {"eval-loss": 0.5} for r in range(20000)}}
+    >>> doc = json.loads(_trained_on(meta))
+    >>> len(doc["evaluate_metrics"]) + doc["evaluate_rounds_dropped"], "19999" in doc["evaluate_metrics"]
+    (20000, True)
+    """  # noqa: E501
+    text = json.dumps(meta, sort_keys=True, default=str)
+    rounds = meta.get("evaluate_metrics")
+    if len(text.encode("utf-8")) <= MAX_TRAINED_ON_BYTES or not isinstance(rounds, Mapping):
+        return text
+    def order(k: Any) -> tuple[int, int]:  # by round number; a key of no round first
+        try:
+            return 1, int(k)
+        except (TypeError, ValueError):
+            return 0, 0
+
+    keys = sorted(rounds, key=order)  # the last rounds last
+    lo, hi = 0, len(keys)  # the most rounds kept that fit: bisected
+    best = None
+    while lo <= hi:
+        keep = (lo + hi) // 2
+        trimmed = {**meta, "evaluate_metrics": {k: rounds[k] for k in keys[len(keys) - keep:]}
+                   if keep else {}, "evaluate_rounds_dropped": len(keys) - keep}
+        candidate = json.dumps(trimmed, sort_keys=True, default=str)
+        if len(candidate.encode("utf-8")) <= MAX_TRAINED_ON_BYTES:
+            best, lo = candidate, keep + 1
+        else:
+            hi = keep - 1
+    return text if best is None else best
 
 
 def _unpublish(reg: Registry, name: str, version: str) -> bool:
@@ -350,7 +435,7 @@ def _publish_next(reg: Registry, name: str, payload: bytes,
     """Publish ``payload`` as the next free numeric version of ``name``: a version another
     publisher took between :func:`next_version` and the insert (the registry refuses it:
     versions are immutable) is skipped for the one after, up to :data:`VERSION_TRIES`."""
-    trained_on = json.dumps(meta, sort_keys=True, default=str)
+    trained_on = _trained_on(meta)
     metrics = _numbers(meta)
     tried: list[str] = []
     version = next_version(reg, name)
