@@ -31,7 +31,7 @@ from edgewise.security.credentials import (
     parse_audit_head,
 )
 from edgewise.server.deps import Admin, SecurityDep, Viewer
-from edgewise.server.problems import Problem, shorten
+from edgewise.server.problems import Problem
 
 __all__ = ["router"]
 
@@ -137,7 +137,7 @@ def audit_verify(
             parse_audit_head(expect)
         except InvalidParameterError as exc:
             raise Problem(422, "Invalid query parameter", str(exc), field="expect",
-                          value=shorten(expect), allowed=_EXPECT_ALLOWED,
+                          value=expect, allowed=_EXPECT_ALLOWED,
                           reason="invalid") from None
     result = security.verify_audit(expect)
     return {**_entry(result), "head": result.head}
