@@ -147,7 +147,8 @@ def test_device_delete_removes_the_label_model_files(run, data_dir: Path) -> Non
     assert res.exit_code == 0 and "label model files" not in res.stdout, res.stdout
     _train_label_models(data_dir, "pump-1", 1)
     res = run("device", "delete", "pump-1")
-    assert "; 1 model files deleted (label and transfer models its data trained)" in res.stdout, \
+    assert "; 1 model files deleted (label, transfer, RUL and forecast models its data trained)" \
+        in res.stdout, \
         res.stdout
 
 

@@ -402,14 +402,17 @@ def device_delete(
                     raise _labels_not_deleted(
                         device_id, settings, bool(store), registered, releases, rows,
                         pending, purge_by_default, ack, exc, as_json) from None
-            from edgewise.label.workflow import delete_models
+            from edgewise.label.workflow import delete_models, delete_trained_models
 
-            models = delete_models(settings.data_dir, device_id)
+            # the RUL and forecast models its stored data trained, by name, then the rest
+            trained = delete_trained_models(settings.data_dir, device_id)
+            models = len(trained) + delete_models(settings.data_dir, device_id)
             if not (at_stake or rows or labels or models or releases):
                 raise fail(f"Device {device_id!r} is not registered and has no stored data.")
             sec.data_deleted(device_id)
             sec.audit("cli", "device.delete_data", device_id,
                       {"rows": rows, "labels": labels, "label_models": models,
+                       **({"trained_models": trained} if trained else {}),
                        **({"purge_pending": True} if pending else {})})
     finally:
         if st is not None:
@@ -418,15 +421,17 @@ def device_delete(
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
                                "rows_deleted": rows, "labels_deleted": labels,
-                               "label_models_deleted": models, "releases_withdrawn": releases,
+                               "label_models_deleted": models,
+                               "trained_models_deleted": trained, "releases_withdrawn": releases,
                                "purge_pending": pending,
                                **({} if ack is None else {"retained_ack_cleared": ack}),
                                **({"broken_logs": broken} if broken else {})}))
         return
     creds = "credentials revoked" if registered else "was not registered"
     typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted"
-               + (f"; {models} model files deleted (label and transfer models its data "
-                  "trained)" if models else "")
+               + (f"; {models} model files deleted (label, transfer, RUL and forecast models "
+                  f"its data trained{': ' + ', '.join(trained) if trained else ''})"
+                  if models else "")
                + (f"; {len(releases)} model releases withdrawn" if releases else "")
                + ("; retained ack cleared" if ack else "")
                + (_unpurged_note(settings, purge_by_default) if pending else ""))

@@ -27,6 +27,8 @@ import typer
 
 from edgewise.cli._app import Json, NonBlankPath, fail
 from edgewise.cli.rul import (
+    OUT_DELETED_HELP,
+    TrainedBy,
     _shown,
     _store_url,
     data_input,
@@ -34,6 +36,7 @@ from edgewise.cli.rul import (
     predict_app,
     train_app,
 )
+from edgewise.config import default_data_dir
 
 Csv = Annotated[Path | None, typer.Option(
     "--csv", help="CSV file holding the metric's history (time and value columns).")]
@@ -282,7 +285,7 @@ def _store_history(data: str, device: str | None, metric: str | None,
 @train_app.command("forecast")
 def train_forecast(
     out: Annotated[Path, typer.Option(
-        help="Where to write the model file.",
+        help=f"Where to write the model file. {OUT_DELETED_HELP}",
         click_type=NonBlankPath("a file to write, e.g. model.forecast"))],
     csv: Csv = None,
     time_column: TimeCol = None,
@@ -314,6 +317,12 @@ def train_forecast(
     ts, values, name = _history(csv, time_column, column, data, device, metric,
                                 clock=clock_column)
     model = Forecaster(horizon=horizon, season=season, step=step, random_state=seed)
+    # a model of stored data (it keeps the history's tail) names its device beside it, so
+    # deleting the device deletes it (when it lies under the data dir's models folder)
+    url = None
+    if csv is None and data:  # read as _store_history read it (a URL, or a data dir's file)
+        url = data if "://" in data else f"duckdb:///{(Path(data) / 'edgewise.duckdb').resolve()}"
+    record = TrainedBy(out, None if url is None else [str(device)], url, default_data_dir())
     try:
         if json_out:
             model.fit(ts, values)
@@ -322,11 +331,15 @@ def train_forecast(
 
             with Console(stderr=True).status(f"fitting the forecaster on {len(ts)} readings"):
                 model.fit(ts, values)
+        record.before()
         size = model.save(out)
     except EdgewiseError as exc:
+        record.failed()
         raise fail(str(exc)) from None
     except OSError as exc:
+        record.failed()
         raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
+    record.after()
     head = model.header()
     summary = {"model": str(out), "bytes": size, "history": name, **head}
     if json_out:

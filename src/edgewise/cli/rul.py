@@ -32,6 +32,13 @@ bound reaches the cap as open (``[low, open)``); ``--json`` says so with ``rul_o
 ``time_column``; ``time_step``, the step of the training data, ``null`` when uneven or for
 a model saved before it was recorded); from a store it counts readings, and each
 prediction's ``step_s`` is the device's mean seconds between readings.
+
+A model trained from a store holds features of its devices' data: ``train rul`` (and
+``train forecast``) write ``.<name>.trained-by.json`` beside it naming them
+(:class:`TrainedBy`). Under the gateway's ``<data dir>/models`` it is deleted with any of
+them (``edgewise device delete``, ``DELETE /v1/devices/{id}``:
+:func:`~edgewise.label.workflow.delete_trained_models`); written elsewhere, no deletion
+knows of it, and ``train`` prints a note saying so.
 """
 
 from __future__ import annotations
@@ -498,13 +505,106 @@ def _store_training_table(
     return table, got.skipped
 
 
+#: What ``--out`` of ``train rul`` / ``train forecast`` says about deleting the model.
+OUT_DELETED_HELP = (
+    "From a store, the devices whose data trained it are named beside it "
+    "(.<name>.trained-by.json); under the data dir's models folder it is deleted when one "
+    "of them is ('device delete', DELETE /v1/devices/{id}), elsewhere it is not (a note "
+    "says so).")
+
+
+@dataclass
+class TrainedBy:
+    """Which devices' stored data train a model file, recorded beside it
+    (:func:`~edgewise.label.workflow.record_trained_by`) so that deleting one of them
+    (``edgewise device delete``, ``DELETE /v1/devices/{id}``) deletes the model when it lies
+    under ``<data dir>/models``. ``devices`` is ``None`` for a model trained on no stored
+    data (a CSV): a record beside ``out`` left by an earlier model goes once it is saved.
+    Call :meth:`before` before the model is saved and :meth:`after` once it is."""
+
+    out: Path
+    devices: list[str] | None
+    #: the store's URL and the data dir given, for where its gateway keeps its models
+    url: str | None = None
+    data_dir: Path | None = None
+    _had: bool = field(default=False, init=False, repr=False)
+
+    def before(self) -> None:
+        """Name the devices beside ``out`` before the model is written (with those an
+        older model there was trained on, kept until it is replaced), so that no model of
+        their data is ever there unnamed."""
+        from edgewise.label.workflow import record_trained_by, trained_by
+
+        self._had = trained_by(self.out) is not None
+        if self.devices is not None:
+            self._write(lambda: record_trained_by(self.out, self.devices or [], keep=True))
+
+    def failed(self) -> None:
+        """The model was not saved: a record written only for it goes."""
+        from edgewise.label.workflow import forget_trained_by
+
+        if self.devices is not None and not self._had:
+            forget_trained_by(self.out)
+
+    def after(self) -> None:
+        """The model is saved: the record names exactly its devices (or goes, for a model of
+        no stored data), and a note says when ``out`` is outside the data dir's models
+        folder, where no deletion of a device looks."""
+        from edgewise.label.workflow import forget_trained_by, record_trained_by
+
+        if self.devices is None:
+            forget_trained_by(self.out)
+            return
+        self._write(lambda: record_trained_by(self.out, self.devices or []))
+        models = self.models_dir()
+        if models is None or self.out.resolve().parent != models.resolve():
+            where = (f"outside {str(models)!r}" if models is not None
+                     else "outside a gateway data dir's models folder")
+            typer.echo(
+                f"note: {str(self.out)!r} holds features of the stored data of "
+                f"{len(self.devices)} device(s) but is {where}, so deleting one of them "
+                "('edgewise device delete', DELETE /v1/devices/{id}) does not delete it: "
+                f"delete it yourself then (the file {trained_by_name(self.out)!r} beside it "
+                "names them)", err=True)
+
+    def models_dir(self) -> Path | None:
+        """The models folder of the gateway whose store trained the model: beside a DuckDB
+        store's file, else the data dir given (``None``: none given)."""
+        from edgewise.store import duckdb_file
+
+        file = duckdb_file(self.url) if self.url else None
+        if file is not None:
+            return file.parent / "models"
+        return None if self.data_dir is None else self.data_dir / "models"
+
+    def _write(self, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except OSError as exc:
+            raise fail(f"--out {str(self.out)!r}: the record of the devices that trained it "
+                       f"({trained_by_name(self.out)!r}) cannot be written beside it: "
+                       f"{exc.strerror or exc}") from None
+
+
+def trained_by_name(out: Path) -> str:
+    """The name of the file beside ``out`` naming the devices that trained it.
+
+    >>> trained_by_name(Path("models/rul-v1.ewm"))
+    '.rul-v1.ewm.trained-by.json'
+    """
+    from edgewise.label.workflow import trained_by_file
+
+    return trained_by_file(out).name
+
+
 @train_app.command("rul")
 def train_rul(
     data: Annotated[str, typer.Option(
         help="CSV of run-to-failure histories, a dir of CSVs, or a store: duckdb:///PATH, "
         "postgresql://…, or a gateway data dir.")],
-    out: Annotated[Path, typer.Option(help="Where to write the model file.",
-                                      click_type=NonBlankPath("a file to write, e.g. model.rul"))],
+    out: Annotated[Path, typer.Option(
+        help=f"Where to write the model file. {OUT_DELETED_HELP}",
+        click_type=NonBlankPath("a file to write, e.g. model.rul"))],
     data_dir: DataDir,
     unit_column: Annotated[str, typer.Option(help="Column naming the unit/device.")] = "unit",
     time_column: Annotated[str, typer.Option(help="Column ordering each unit's rows.")] = "cycle",
@@ -613,10 +713,16 @@ def train_rul(
     for column, why in left_out.items():
         typer.echo(f"note: column {column!r} left out of the model: {why}; predictions do "
                    "not need it", err=True)
+    # a model of stored data names its devices beside it, so deleting one deletes it
+    record = TrainedBy(out, None if url is None else sorted(
+        {str(u) for u in df[unit_column].unique()}), url, data_dir)
+    record.before()
     try:
         size = model.save(out)
     except OSError as exc:
+        record.failed()
         raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
+    record.after()
     head = model.header()
     summary = {
         "model": str(out),

@@ -28,6 +28,7 @@ These are what ``edgewise label suggest`` and ``edgewise train --with-labels`` c
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import time
 import warnings
@@ -48,10 +49,12 @@ from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.store.newest import newest_rows
 from edgewise.tables import LABEL_NAMES, TIME_NAMES, not_a_metric, plain
 
-__all__ = ["MAX_METRICS", "MAX_READINGS", "History", "delete_models", "history_from_store",
-           "history_from_table", "load_history_csv", "load_model", "model_files",
-           "on_metrics", "predict_with_labels", "suggest",
-           "train_with_labels", "window_length"]
+__all__ = ["MAX_METRICS", "MAX_READINGS", "TRAINED_BY_KIND", "History",
+           "delete_models", "delete_trained_models",
+           "forget_trained_by", "history_from_store", "history_from_table",
+           "load_history_csv", "load_model", "model_files", "on_metrics",
+           "predict_with_labels", "record_trained_by", "suggest", "train_with_labels",
+           "trained_by", "trained_by_file", "window_length"]
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
 
@@ -574,15 +577,118 @@ def model_files(data_dir: Path | str, device_id: str, *, kind: str = "label",
 
 def delete_models(data_dir: Path | str, device_id: str) -> int:
     """Delete ``device_id``'s model files (they hold features of its data): its label
-    models, and the transfer models its labels trained (its own, and other devices' whose
-    fleet it was part of); how many. Part of deleting a device and all its data: a device
-    registered again under the same id starts again at version 1."""
+    models, the transfer models its labels trained (its own, and other devices' whose
+    fleet it was part of), and the models ``edgewise train rul`` / ``train forecast``
+    wrote under ``<data dir>/models`` from its stored data (:func:`delete_trained_models`,
+    which names them); how many. Part of deleting a device and all its data: a device
+    registered again under the same id starts again at version 1.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); (d / "models").mkdir()
+    >>> for name in ("label-a-v1.pkl", "rul-v1.ewm", "rul-v2.ewm"):
+    ...     _ = (d / "models" / name).write_bytes(b"")
+    >>> _ = record_trained_by(d / "models" / "rul-v1.ewm", ["a", "b"])
+    >>> _ = record_trained_by(d / "models" / "rul-v2.ewm", ["b"])
+    >>> delete_models(d, "a"), sorted(p.name for p in (d / "models").iterdir())
+    (2, ['.rul-v2.ewm.trained-by.json', 'rul-v2.ewm'])
+    """
     from edgewise.label.fleet_transfer import delete_transfer_models
 
     paths = model_files(data_dir, device_id).values()
     for p in paths:
         p.unlink(missing_ok=True)
-    return len(paths) + delete_transfer_models(data_dir, device_id)
+    return (len(paths) + delete_transfer_models(data_dir, device_id)
+            + len(delete_trained_models(data_dir, device_id)))
+
+
+#: ``kind`` of the JSON file beside a model file trained on a store's device data
+#: (:func:`record_trained_by`).
+TRAINED_BY_KIND = "edgewise.trained_by"
+_TRAINED_BY_SUFFIX = ".trained-by.json"
+
+
+def trained_by_file(model: Path | str) -> Path:
+    """The JSON file beside the model file ``model`` naming the devices whose stored data
+    trained it: ``.<name>.trained-by.json``, hidden, so that no glob for the models
+    themselves (the gateway's ``rul*``) picks it up as a model.
+
+    >>> trained_by_file("/srv/ew/models/rul-v1.ewm").as_posix()
+    '/srv/ew/models/.rul-v1.ewm.trained-by.json'
+    """
+    model = Path(model)
+    return model.with_name(f".{model.name}{_TRAINED_BY_SUFFIX}")
+
+
+def record_trained_by(model: Path | str, devices: list[str], *, keep: bool = False) -> Path:
+    """Write the file naming the ``devices`` whose stored data trained ``model`` (what
+    ``edgewise train rul`` and ``train forecast`` write beside a model trained from a
+    store), so that deleting one of them deletes the model when it lies under
+    ``<data dir>/models`` (:func:`delete_trained_models`). With ``keep`` the devices the
+    file named already are kept in it too: written before a new model replaces the old
+    one, it then names every device of either until the new one is saved. Written
+    atomically, private (mode 0600). Returns its path.
+
+    >>> import tempfile
+    >>> m = Path(tempfile.mkdtemp()) / "forecast-pump-1.ewm"
+    >>> _ = record_trained_by(m, ["pump-1"]); _ = record_trained_by(m, ["pump-2"], keep=True)
+    >>> sorted(trained_by(m))
+    ['pump-1', 'pump-2']
+    """
+    from edgewise._private import replace_atomically
+
+    model = Path(model)
+    named = set(map(str, devices))
+    if keep:
+        named |= trained_by(model) or set()
+    path = trained_by_file(model)
+    replace_atomically(path, json.dumps({"kind": TRAINED_BY_KIND, "model": model.name,
+                                         "devices": sorted(named)}).encode())
+    return path
+
+
+def forget_trained_by(model: Path | str) -> None:
+    """Remove the file naming the devices that trained ``model`` (when a model trained on
+    no stored device data, e.g. from a CSV, replaces it)."""
+    trained_by_file(model).unlink(missing_ok=True)
+
+
+def trained_by(model: Path | str) -> set[str] | None:
+    """The devices whose stored data trained ``model``, from the file beside it
+    (:func:`record_trained_by`); ``None`` when there is none or it is not readable."""
+    try:
+        meta = json.loads(trained_by_file(model).read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(meta, dict) or meta.get("kind") != TRAINED_BY_KIND
+            or not isinstance(meta.get("devices"), list)):
+        return None
+    return {str(d) for d in meta["devices"]}
+
+
+def delete_trained_models(data_dir: Path | str, device_id: str) -> list[str]:
+    """Delete the model files under ``<data dir>/models`` whose :func:`record_trained_by`
+    file names ``device_id`` (``edgewise train rul`` / ``train forecast`` from a store),
+    with that file; the names of the model files, sorted. A file naming it whose model is
+    gone already is removed too. A model written elsewhere (``--out`` outside the data
+    dir) is not known here: ``train`` says so when it writes one."""
+    models = Path(data_dir) / "models"
+    if not models.is_dir():
+        return []
+    gone = []
+    for meta in models.glob(f".*{_TRAINED_BY_SUFFIX}"):
+        # the model's name from the file's own name, never from its text: a name there
+        # must not reach a file outside the folder
+        model = meta.with_name(meta.name[1:-len(_TRAINED_BY_SUFFIX)])
+        devices = trained_by(model)
+        if devices is None or device_id not in devices:
+            continue  # an unreadable file is not ours to judge; left for the user
+        try:
+            model.unlink()
+            gone.append(model.name)
+        except FileNotFoundError:
+            pass
+        meta.unlink(missing_ok=True)
+    return sorted(gone)
 
 
 def load_model(path: Path | str) -> dict[str, Any]:

@@ -110,7 +110,14 @@ class DeviceDeleted(BaseModel):
     credentials_deleted: bool = Field(description="False: it was not registered.")
     rows_deleted: int = Field(description="Store rows: readings, seqs, conflicts, alerts.")
     labels_deleted: int
-    label_models_deleted: int = Field(description="Model files its data trained.")
+    label_models_deleted: int = Field(description=(
+        "Model files its data trained, under `<data dir>/models`: label and transfer models, "
+        "and those named in trained_models_deleted."))
+    trained_models_deleted: list[str] = Field(description=(
+        "The model files `edgewise train rul` / `train forecast` wrote under `<data "
+        "dir>/models` from its stored data (the `.<name>.trained-by.json` beside each named "
+        "it), by name, deleted with it. A model written elsewhere (`--out` outside the data "
+        "dir) is not known to the gateway and is kept: `train` said so when it wrote it."))
     releases_withdrawn: list[int] = Field(description="Release counters aimed at it.")
     purge_pending: bool | None = Field(description=(
         "True: the deleted rows' bytes remain in the store's files until a purge (DuckDB "
@@ -380,8 +387,10 @@ def delete_device(
     """Revoke the device's credentials, withdraw the model releases aimed at it (its groups'
     stay), make the pipeline forget the device (detectors, seqs, open alert), then delete its
     readings, seqs, conflicts, alerts, labels and the model files its data trained
-    (``models/label-<id>-vN.pkl`` from ``edgewise train --with-labels``, and every
-    ``models/transfer-*.pkl`` whose fleet or device it was), and clear its
+    (``models/label-<id>-vN.pkl`` from ``edgewise train --with-labels``, every
+    ``models/transfer-*.pkl`` whose fleet or device it was, and every model file under
+    ``models/`` that ``edgewise train rul`` or ``train forecast`` trained on its stored data,
+    named in ``trained_models_deleted``), and clear its
     retained ack on an external MQTT broker (a device registered again under the same id
     starts from no ack, not the old watermark, and is served none of the old device's
     releases). The deletion stands when the store's purge of the deleted rows fails (e.g.
@@ -472,9 +481,12 @@ def _delete_device(
         security.audit(actor, "device.delete_data", device_id,
                        {"rows": rows, "labels_pending": True})
         raise _labels_not_deleted(device_id, registered, releases, rows, exc) from None
-    from edgewise.label.workflow import delete_models
+    from edgewise.label import workflow
 
-    models = delete_models(settings.data_dir, device_id)
+    # the store-trained models first, to name them; delete_models then counts the label and
+    # transfer ones (it would delete these too, as 'edgewise device delete' has it do)
+    trained = workflow.delete_trained_models(settings.data_dir, device_id)
+    models = workflow.delete_models(settings.data_dir, device_id) + len(trained)
     security.data_deleted(device_id)  # the id may be registered again
     forget = getattr(request.app.state, "forget_device", None)
     if forget is not None:  # the transport's state: an external broker's retained ack
@@ -482,10 +494,12 @@ def _delete_device(
     kept = [str(p) for p in store.set_aside_logs()]
     security.audit(actor, "device.delete_data", device_id,
                    {"rows": rows, "labels": labels, "label_models": models,
+                    **({"trained_models": trained} if trained else {}),
                     **({"purge_pending": True} if pending else {}),
                     **({"broken_logs": len(kept)} if kept else {})})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
             "labels_deleted": labels, "label_models_deleted": models,
+            "trained_models_deleted": trained,
             "releases_withdrawn": releases, "purge_pending": pending,
             "broken_logs": kept}
 
