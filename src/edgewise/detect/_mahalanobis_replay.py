@@ -31,7 +31,8 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
     largest share, -1 for none) and ``share`` (that share), and learns each row into
     ``mean``, ``cov``, ``counts`` and ``st[0]`` (readings learned) as ``learn_one`` does.
     Returns the number of rows done: fewer where a row needs the loop (a deviation that
-    overflows, a correlation that is not positive definite or near singular). Where the
+    overflows, a correlation that is not positive definite or near singular, an update
+    that overflows: ``learn_one`` leaves it out or starts a metric again). Where the
     solve for the shares overflows (a reading near 1e308), the shares are those of the
     deviation scaled down by a power of two, as :meth:`Mahalanobis.explain_one` takes them;
     T² stays that of the reading (infinite: score 1)."""
@@ -205,7 +206,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
                     new_cov[i, j] = mi * cov[i, j] * mj + ui * uj
                 ok = ok and np.isfinite(new_cov[i, j])
         if not ok:
-            continue  # learn_one leaves an overflowing update out
+            return r  # learn_one leaves it out, or starts an overflowing metric again
         for j in range(k):
             if np.isfinite(z[j]):
                 counts[j] += 1.0

@@ -60,7 +60,9 @@ def shrink_covariance(cov: np.ndarray, mean: np.ndarray, shrinkage: float) -> np
     array([1., 1.])
     """
     diag = np.diag(cov)
-    eps = 1e-9 * np.where(diag > 0, diag, mean * mean) + 1e-300
+    with np.errstate(over="ignore"):  # a metric whose first value was a sentinel (1.7e308):
+        # inf, its row left out of every score until it starts again (Mahalanobis.learn_one)
+        eps = 1e-9 * np.where(diag > 0, diag, mean * mean) + 1e-300
     return (1.0 - shrinkage) * cov + np.diag(shrinkage * diag + eps)
 
 
@@ -478,7 +480,11 @@ class Mahalanobis(Detector):
         A reading whose update would overflow them (a deviation near 1e154 or more: a
         sentinel such as 1e308) is not learned (:meth:`score_one` gives it 1), so it cannot
         leave an infinite covariance that scores every later reading 1. A metric seen for the
-        first time is still registered at its value.
+        first time is still registered at its value. Where the metric's own mean is the
+        extreme one (its first value was a sentinel: every later update of it overflowed, it
+        never warmed up and the device scored 0 for good) and it is not warm yet, it starts
+        again from the reading instead, as the fast-stream gate's warm-up does
+        (:mod:`edgewise.gateway.fast_streams`); the other metrics of the reading are learned.
 
         Only what was read is learned, each metric with weight ``max(alpha, 1/n_i)`` (``n_i``
         its readings, this one included); see the class docstring.
@@ -487,6 +493,27 @@ class Mahalanobis(Detector):
             return
         z = self._vector(x, grow=True)
         read = self._read(x)
+        mean, cov = self._update(z, read)
+        counts = self.counts_ + read
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            # the metrics that overflow: restarted where their mean, not the reading, is the
+            # extreme and they are not warm; else the reading is not learned
+            bad = read & ~(np.isfinite(mean) & np.isfinite(np.diag(cov)))
+            again = bad & (self.counts_ < self._warm_count()) & (np.abs(z) < np.abs(self.mean_))
+            if not bad.any() or (bad & ~again).any():
+                return
+            mean, cov = self._update(z, read & ~again)
+            if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+                return
+            mean[again] = z[again]
+            cov[again, :] = 0.0
+            cov[:, again] = 0.0
+            counts[again] = 1.0
+        self.n_, self.mean_, self.cov_, self.counts_ = self.n_ + 1, mean, cov, counts
+
+    def _update(self, z: np.ndarray, read: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and covariance after learning the metrics ``read`` of ``z`` (may be
+        non-finite where the update overflows)."""
         counts = self.counts_ + read
         a = np.where(read, np.maximum(self.alpha, 1.0 / np.maximum(counts, 1.0)), 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -498,9 +525,7 @@ class Mahalanobis(Detector):
                 m = np.sqrt(1.0 - a)
                 u = np.sqrt(a * (1.0 - a)) * d
                 cov = m[:, None] * self.cov_ * m[None, :] + np.outer(u, u)
-        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
-            return
-        self.n_, self.mean_, self.cov_, self.counts_ = self.n_ + 1, mean, cov, counts
+        return mean, cov
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
         """Each metric's share of the reading's anomaly (non-negative, sums to 1 when any).
@@ -515,11 +540,13 @@ class Mahalanobis(Detector):
             return {}
         s = self.shrunk_covariance()  # (S⁻¹)_ii from the correlation: alike in any units
         sd = np.sqrt(np.diag(s))
-        corr = s / np.outer(sd, sd)
+        with np.errstate(invalid="ignore"):  # inf / inf: a metric not warm (shrink_covariance)
+            corr = s / np.outer(sd, sd)
         used = self._used(x)
         _, w = self._solve(self._vector(x, grow=False), s, used, unit=True)  # s: not read after
         _leave_out(corr, ~used)  # as in _solve: the precision of the metrics used
-        pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)
+        # a metric not used has w 0 and term 0 (1 keeps an infinite sd from making it NaN)
+        pii = np.where(used, np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd), 1.0)
         return self._shares(conditional_terms(w, pii))
 
     def t2_shares(self, x: Mapping[str, float]) -> dict[str, float]:

@@ -681,7 +681,9 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
  *        under the predictive Hotelling tail with the effective readings of the least
  *        read of them (none: score 0);
  *        a reading whose update would overflow the mean or covariance (a sentinel
- *        such as 1e308) scores 1 and is not learned.
+ *        such as 1e308) scores 1 and is not learned; a metric not warm whose own
+ *        mean is the extreme (its first value was such a sentinel) starts again from
+ *        the reading instead.
  * Metrics, in order: {_c_comment(', '.join(names))}
  */
 #ifndef {_guard(n)}
@@ -857,9 +859,25 @@ static double covnext(const {n}_state_t *s, int i, int j, int full) {{
              * (sqrt(s->a[j] * (1.0 - s->a[j])) * s->dz[j]);
 }}
 
-void {n}_learn({n}_state_t *s, const double *x) {{
-    int i, j, any = 0, full = 1;
+/* whether the learning step overflows a mean or covariance entry (a metric not seen yet,
+   mean NaN, is not read) */
+static int overflows(const {n}_state_t *s, int full) {{
+    int i, j;
     double m;
+    for (i = 0; i < D; ++i) {{
+        m = s->mean[i] + s->a[i] * s->dz[i];
+        if (s->mean[i] == s->mean[i] && !(m - m == 0.0)) return 1;
+        for (j = 0; j < D; ++j) {{
+            m = covnext(s, i, j, full);
+            if (!(m - m == 0.0)) return 1;
+        }}
+    }}
+    return 0;
+}}
+
+void {n}_learn({n}_state_t *s, const double *x) {{
+    int i, j, any = 0, full = 1, known = 0, again = 0;
+    double m, d, warm;
     for (i = 0; i < D; ++i) {{
         double v = x[i];
         int ok = !(v != v || v - v != 0.0);
@@ -872,20 +890,41 @@ void {n}_learn({n}_state_t *s, const double *x) {{
     }}
     if (!any) return;
     for (i = 1; i < D; ++i) full &= s->a[i] == s->a[0];
-    /* a reading whose update overflows the mean or covariance is not learned (as Python) */
-    for (i = 0; i < D; ++i) {{
-        m = s->mean[i] + s->a[i] * s->dz[i];
-        if (s->mean[i] == s->mean[i] && !(m - m == 0.0)) return;
-        for (j = 0; j < D; ++j) {{
-            m = covnext(s, i, j, full);
-            if (!(m - m == 0.0)) return;
+    /* a reading whose update overflows the mean or covariance is not learned (as Python),
+       but where the metrics that overflow are not warm and their own mean, not the
+       reading, is the extreme (a first value of 1e308), they start again from the reading
+       (y: 1 for those) and the other metrics are learned */
+    if (overflows(s, full)) {{
+        for (i = 0; i < D; ++i) known += s->mean[i] == s->mean[i];
+        warm = WARM_AT[known];
+        for (i = 0; i < D; ++i) {{
+            s->y[i] = 0.0;
+            if (s->a[i] == 0.0) continue;
+            m = s->mean[i] + s->a[i] * s->dz[i];
+            d = covnext(s, i, i, full);
+            if (m - m == 0.0 && d - d == 0.0) continue;
+            if (!(s->cnt[i] < warm && fabs(x[i]) < fabs(s->mean[i]))) return;
+            s->y[i] = 1.0;
+            again = 1;
         }}
+        if (!again) return;
+        for (i = 0; i < D; ++i) if (s->y[i] != 0.0) s->a[i] = s->dz[i] = 0.0;
+        full = 0;
+        if (overflows(s, full)) return;
     }}
     s->n += 1.0;
     for (i = 0; i < D; ++i) s->mean[i] += s->a[i] * s->dz[i];
     for (i = 0; i < D; ++i)
         for (j = 0; j < D; ++j) s->cov[i * D + j] = covnext(s, i, j, full);
     for (i = 0; i < D; ++i) s->cnt[i] += s->a[i] > 0.0;
+    if (again) {{
+        for (i = 0; i < D; ++i) {{
+            if (s->y[i] == 0.0) continue;
+            s->mean[i] = x[i];
+            s->cnt[i] = 1.0;
+            for (j = 0; j < D; ++j) s->cov[i * D + j] = s->cov[j * D + i] = 0.0;
+        }}
+    }}
 }}
 
 double {n}_step({n}_state_t *s, const double *x) {{

@@ -219,15 +219,27 @@ class FastStreamGate:
         # stream would lie 0 deviations off its mean, its alarms capped at 0 for good.
         # In the warm-up (nothing capped yet) the warm-up starts again from the reading
         # instead, so a sentinel first cannot hold the stream's mean for good.
+        # A finite reading so far off that its update rounds the stream's whole learned
+        # variance away (``var + t == t`` for its term ``t``: about 1.5e9 deviations at the
+        # default alpha, a 1e100 in a stream of 20 +- 0.5) is not learned either: learned,
+        # it set the mean and deviation on its own, and every later reading lay well within
+        # one deviation of the mean, its alarms capped for some 200,000 readings (the
+        # variance decays by 1 - alpha a reading: 2.6 days at 1 Hz) while the reading
+        # itself alarms. A stream of zero variance (constant so far) learns any reading, as
+        # before; a nearer one (1e6 there: 2e6 deviations) is learned as before too.
         n = st.n + 1
         d = x - st.mean
         if n <= self.warmup:  # a plain mean and variance over the warm-up
             mean = st.mean + d / n
-            var = st.var + (d * (x - mean) - st.var) / n
+            t = d * (x - mean)
+            var = st.var + (t - st.var) / n
         else:
             mean = st.mean + self.alpha * d
-            var = (1.0 - self.alpha) * (st.var + self.alpha * d * d)
+            t = self.alpha * d * d
+            var = (1.0 - self.alpha) * (st.var + t)
         if math.isfinite(mean) and math.isfinite(var):
+            if st.var > 0.0 and st.var + t == t:
+                return False
             st.n, st.mean, st.var = n, mean, var
             return True
         if n <= self.warmup:
