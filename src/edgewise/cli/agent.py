@@ -121,6 +121,11 @@ def agent_cmd(
     except KeyboardInterrupt:
         agent.stop()
         return  # stopped on purpose: what is buffered is sent by the next run
+    except (OSError, ValueError) as exc:
+        # the source refused mid-run (a UTF-16 file, a FIFO or folder put in its place):
+        # one line naming it, what is buffered kept for the next run, no traceback
+        agent.stop()
+        raise fail(str(exc)) from None
     finally:
         agent_log.removeHandler(watch)
         if sigterm is not None:

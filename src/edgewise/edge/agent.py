@@ -20,7 +20,8 @@ Three parts, each usable alone:
   as the messages' counted bytes (SQLite stores by page: a 2 KB message takes a 4 KB page),
   the WAL is checkpointed before it outgrows ``_WAL_LIMIT`` bytes (:func:`_wal_pages`) and
   cut back to it, a put the full disk refuses gives the WAL's room back and tries once more,
-  and a ``-reserve`` file of ``_RESERVE_BYTES`` is kept beside it and given up when an ack
+  and a ``-reserve`` file (:func:`reserve_bytes`: 512 KB, less for a small outbox) is kept
+  beside it and given up when an ack
   finds the disk full, so an ack can always go through and free room. Damage SQLite notices later
   (``database disk image is malformed``) is handled as at open: the file is moved aside, the
   rows and counters that can still be read are copied into a fresh outbox, and it is logged.
@@ -74,6 +75,7 @@ import os
 import pickle
 import re
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -152,6 +154,21 @@ def _wal_pages(page_size: int) -> int:
 
 _WAL_PAGES = _wal_pages(4096)  # of the default page size; _open uses the file's own
 _RESERVE_BYTES = 512 * 1024  # kept on disk for an ack to use when the disk is full
+_RESERVE_MIN_BYTES = 192 * 1024  # the reserve of a small outbox (reserve_bytes), at least
+
+
+def reserve_bytes(max_bytes: int) -> int:
+    """Bytes of the ``-reserve`` file kept beside an outbox of ``max_bytes``: what one ack
+    of it may write to the WAL when the disk is full (each chunk's messages' pages four
+    times over, and a batch of rejections), within ``_RESERVE_BYTES``. A small outbox keeps a
+    small one, so a disk with less than ``_RESERVE_BYTES`` free still takes its messages
+    (all were dropped there, the reserve never made).
+
+    >>> reserve_bytes(256 * 1024 * 1024), reserve_bytes(10_000)
+    (524288, 196608)
+    """
+    need = 4 * min(max_bytes, _ACK_CHUNK_BYTES) + _REJECTED_BYTES
+    return min(_RESERVE_BYTES, max(_RESERVE_MIN_BYTES, -(-need // 65536) * 65536))
 _ACK_CHUNK_BYTES = 128 * 1024  # an ack deletes at most about this many counted bytes at a time
 _ACK_CHUNK_ROWS = 4096  # and at most this many messages
 # the database's pages in use are kept within max_bytes and this: its small tables (schema,
@@ -277,6 +294,7 @@ class Outbox:
         self._source: str | None = None  # the source whose position put stores (use_source)
         self._unsaved_drops = 0  # drops the full disk did not let us count in the file yet
         self._reserve = self.path + "-reserve"  # room an ack may use when the disk is full
+        self.reserve_bytes = reserve_bytes(max_bytes)  # the reserve's size
         self._reserved = False  # whether the reserve file is there (as far as we know)
         self._reserve_tried_at = -math.inf  # monotonic time of the last failed try to make it
         self._generation = 0  # counts heals, so two threads meeting one damage heal it once
@@ -287,6 +305,7 @@ class Outbox:
                 raise
             self._db = None  # type: ignore[assignment]
             self._heal(exc, locked=True)
+        self._count_rows()
         self._make_reserve()
         if device_id is not None:
             try:
@@ -294,6 +313,39 @@ class Outbox:
             except BaseException:
                 self._db.close()
                 raise
+
+    @_heals
+    def _count_rows(self) -> None:
+        """Convert the csv sources' positions an older agent kept, counted in lines (before
+        a quoted cell could hold a newline), to rows, once (the ``positions`` info says
+        which): each by the file it was kept for (the one at its path, or where logrotate
+        put it), counting its rows up to the line's byte offset. Taken as rows, a position
+        in a file with multi-line cells skipped rows after an upgrade; a file not found
+        keeps its position as it is."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT value FROM info WHERE key='positions'").fetchone()
+            if row is None or row[0] != "lines":
+                return
+            for spec, pos in self._db.execute(
+                    "SELECT spec, pos FROM sources WHERE spec LIKE 'csv:%' AND pos > 1"
+                    ).fetchall():
+                found = self._db.execute("SELECT ident FROM source_files WHERE spec=?",
+                                         (spec,)).fetchone()
+                rows = _rows_for_lines(spec[4:], int(pos),
+                                       None if found is None else found[0])
+                if rows is None:
+                    log.warning(json.dumps({
+                        "event": "source_position_kept", "source": spec, "position": pos,
+                        "detail": "an older agent counted this position in lines; the file "
+                        "it was kept for is not found, so it is kept as it is (a quoted cell "
+                        "holding newlines in it would make it skip rows)"}))
+                elif rows != pos:
+                    self._db.execute("UPDATE sources SET pos = ? WHERE spec=?", (rows, spec))
+                    log.info(json.dumps({
+                        "event": "source_position_converted", "source": spec,
+                        "lines": pos, "rows": rows, "detail": "an older agent counted this "
+                        "position in lines; quoted cells holding newlines make fewer rows"}))
+            self._db.execute("UPDATE info SET value = 'rows' WHERE key='positions'")
 
     @_heals
     def _claim(self, device_id: str) -> None:
@@ -351,6 +403,11 @@ class Outbox:
             columns = {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
             if "body_bytes" not in columns:  # an older agent's outbox: its bodies are whole
                 db.execute("ALTER TABLE rejected ADD COLUMN body_bytes INTEGER")
+            # what a csv source's position counts: an outbox that does not say is an older
+            # agent's, whose positions counted lines (converted by _count_rows)
+            db.execute("INSERT OR IGNORE INTO info VALUES ('positions', CASE WHEN EXISTS "
+                       "(SELECT 1 FROM sources WHERE spec LIKE 'csv:%' AND pos > 1) "
+                       "THEN 'lines' ELSE 'rows' END)")
         except BaseException:
             db.close()
             raise
@@ -406,13 +463,13 @@ class Outbox:
         """Make sure the ``-reserve`` file is there, full size; False if the disk has no room
         for it (the partial file is removed again)."""
         with contextlib.suppress(OSError):
-            if os.path.getsize(self._reserve) >= _RESERVE_BYTES:
+            if os.path.getsize(self._reserve) >= self.reserve_bytes:
                 self._reserved = True
                 return True
         try:
             with open(self._reserve, "wb") as f:
                 chunk = b"\0" * 65536
-                for _ in range(0, _RESERVE_BYTES, len(chunk)):
+                for _ in range(0, self.reserve_bytes, len(chunk)):
                     f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
@@ -800,7 +857,7 @@ class Outbox:
                 raise
             log.warning(json.dumps({
                 "event": "outbox_reserve_used", "path": self.path, "detail": f"{exc}: the "
-                f"{_RESERVE_BYTES}-byte reserve beside the outbox is given up so the ack can "
+                f"{self.reserve_bytes}-byte reserve beside the outbox is given up so the ack can "
                 "free room; it is made again once the disk has room"}))
         self._checkpoint()
         n = self._ack(ack_seq, rejected, unlisted, progress)
@@ -966,6 +1023,30 @@ def _source_key(spec: str) -> str:
     return f"csv:{os.path.abspath(spec[4:])}" if spec.startswith("csv:") else spec
 
 
+def _open_regular(path: str | os.PathLike[str]) -> Any:
+    """``path`` opened to read bytes; OSError if it is no regular file. A FIFO put where
+    the file was is opened without waiting (a plain open waited for a writer: the agent
+    hung for good) and refused, as a directory is.
+
+    >>> _open_regular("/")
+    Traceback (most recent call last):
+    ...
+    OSError: '/' is no regular file (a directory, FIFO, device or socket); csv:PATH needs a CSV file
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{os.fspath(path)!r} is no regular file (a directory, FIFO, "
+                          "device or socket); csv:PATH needs a CSV file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What tells one ``csv:PATH`` file from the next at that path: its inode, size and the
     sha256 of its header and first (whole) row; OSError if it cannot be read.
@@ -976,7 +1057,7 @@ def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     >>> sorted(_file_identity(p)), _file_identity(p)["size"]
     (['first', 'inode', 'size'], 22)
     """
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         st = os.fstat(f.fileno())
         head = f.readline(1 << 20) + b"\0" + f.readline(1 << 20)
     if not head.endswith(b"\n"):  # a first row still being written is no row yet
@@ -1043,6 +1124,102 @@ def _rotated_file(path: str, known: Mapping[str, Any]) -> str | None:
                 and ident["size"] >= int(known.get("size", 0))):
             return candidate
     return None
+
+
+def _rows_for_lines(path: str, pos: int, ident: str | None) -> int | None:
+    """The position (from 1, counting rows: :func:`_csv_records`) of the CSV file at
+    ``path``, or where logrotate put it, that an older agent's position ``pos`` (counting
+    lines after the header line) stood for: the rows that end by that line's byte offset,
+    plus one (a row it read only the first lines of is read again, whole). ``ident``: the
+    file's :func:`_file_identity` kept with the position (JSON), if any. None if the file
+    is not found.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "a.csv"
+    >>> _ = p.write_bytes(b'time,note\\n1,"a\\nb\\nc"\\n2,d\\n3,e\\n')
+    >>> _rows_for_lines(str(p), 5, None), _rows_for_lines(str(p), 3, None)
+    (3, 1)
+    """
+    try:
+        known = json.loads(ident) if ident is not None else None
+    except ValueError:
+        known = None
+    if isinstance(known, dict):
+        try:
+            now = _file_identity(path)
+        except OSError:
+            now = None
+        try:
+            replaced = now is None or _replaced(known, now) is not None
+            moved = _rotated_file(path, known) if replaced else path
+        except (TypeError, ValueError):  # a damaged identity: the file at the path, if any
+            replaced, moved = False, path
+        if replaced:
+            if moved is None:
+                return None
+            path = moved
+    try:
+        with _open_regular(path) as f:
+            offset = len(f.readline())  # the header line, as the older agent read it
+            for _ in range(pos - 1):
+                line = f.readline()
+                if not line:
+                    break
+                offset += len(line)
+            f.seek(0)
+            records = _csv_records(f, f"csv:{path}")
+            end = len(next(records, (1, b"", True))[1])
+            rows = 0
+            for _, raw, whole in records:
+                end += len(raw)
+                if not whole or end > offset:
+                    break
+                rows += 1
+    except OSError:
+        return None
+    return rows + 1
+
+
+def _rotated_after(path: str, old: str) -> list[str]:
+    """The files logrotate made of ``path`` after ``old`` (one of them, found by
+    :func:`_rotated_file`), oldest first: the files of its folder named as logrotate names
+    them (``PATH.1``, ``PATH.2``, ... or ``PATH-20240131``), written to after ``old`` was,
+    other than ``old`` and ``path``. Two rotations between two reads leave one such file
+    (``PATH.1`` when ``old`` is ``PATH.2``), whose rows were never read.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for i, name in enumerate(["a.csv.2", "a.csv.1", "a.csv", "a.csv.bak"]):
+    ...     _ = (d / name).write_text("time,t\\n"); os.utime(d / name, ns=(i, i))
+    >>> [Path(f).name for f in _rotated_after(str(d / "a.csv"), str(d / "a.csv.2"))]
+    ['a.csv.1']
+    """
+    path, old = os.path.abspath(path), os.path.abspath(old)
+    folder, base = os.path.split(path)
+    named = re.compile(re.escape(base) + r"[.-]([0-9][0-9_-]*)")
+    try:
+        old_st = os.stat(old)
+    except OSError:
+        return []
+    found: list[tuple[int, int, str, str]] = []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                m = named.fullmatch(e.name)
+                if m is None or e.path in (path, old):
+                    continue
+                try:
+                    st = e.stat()
+                    if (not e.is_file() or e.inode() == old_st.st_ino
+                            or st.st_mtime_ns < old_st.st_mtime_ns):
+                        continue
+                except OSError:
+                    continue
+                number = -int(m[1]) if m[1].isdigit() and e.name[len(base)] == "." else 0
+                found.append((st.st_mtime_ns, number, e.name, e.path))
+    except OSError:
+        return []
+    return [p for *_, p in sorted(found)][:_ROTATED_LOOK_AT]
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -1140,6 +1317,9 @@ def _salvage_from(aside: str, db: sqlite3.Connection) -> tuple[int, int | None, 
             if found:
                 extra[table] = found
                 copied.append(f"its {table}")
+        if not any(k == "positions" for k, _ in extra.get("info", [])) and any(
+                k.startswith("csv:") and v > 1 for k, v in extra.get("sources", [])):
+            extra.setdefault("info", []).append(("positions", "lines"))  # an older agent's
         rows = _readable_rows(src, meta.get("acked", 0))
     finally:
         src.close()
@@ -2527,9 +2707,15 @@ def _source(spec: str, start: int, rate_hz: float
             if rate_hz > 0:
                 time.sleep(1.0 / rate_hz)
     elif spec.startswith("csv:"):
-        with open(spec[4:], "rb") as f:
+        with _open_regular(spec[4:]) as f:
             records = _csv_records(f, spec)
-            header = csv_header(next(records, (1, b"", True))[1])
+            head = next(records, (1, b"", True))[1]
+            if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # each row's bytes: no UTF-8
+                raise ValueError(
+                    f"--source {spec!r} is UTF-16 text (its byte order mark); csv:PATH needs "
+                    "UTF-8 (or Latin-1): convert it, e.g. iconv -f UTF-16 -t UTF-8. No row of "
+                    "it is read, so none is skipped for good")
+            header = csv_header(head)
             cells = _CellLog()
             for pos, (lineno, raw, whole) in enumerate(records, start=1):
                 if pos < start:
@@ -3441,8 +3627,10 @@ class Agent:
                           "acknowledges buffered ones; raise --max-mb to keep more")
                 if why == "disk_full":
                     detail = (f"the disk holding {self.outbox.path} is full (SQLite: database "
-                              "or disk is full): new readings are dropped (and counted) until "
-                              "space is freed or the gateway acknowledges buffered ones")
+                              "or disk is full), or has less room free than the outbox's "
+                              f"{self.outbox.reserve_bytes}-byte reserve for acks: new "
+                              "readings are dropped (and counted) until space is freed or "
+                              "the gateway acknowledges buffered ones")
                 log.warning(json.dumps({
                     "event": "outbox_full", "reason": why, "dropped": self.outbox.dropped,
                     "bytes_used": self.outbox.bytes_used,
@@ -3862,6 +4050,24 @@ class Agent:
             "event": "source_rotated_read", "source": source, "file": old,
             "rows": pos - start, "detail": "the rows written to the file read before, after "
             "it was last read and before it was rotated, read from where it was moved"}))
+        # rotated more than once since: the files made after it were never read at all
+        for later in _rotated_after(source[4:], old):
+            if limit is not None and n >= limit:
+                break
+            try:
+                later_identity = _file_identity(later)
+            except OSError:
+                continue
+            if _replaced(old_identity, later_identity) is None:
+                continue  # the same rows as the file just read (a copy): read once
+            pos, _ = self.outbox.use_source(source, later_identity)
+            start = pos
+            pos, n = self._read_source(f"csv:{later}", pos, rate_hz, limit, n)
+            log.info(json.dumps({
+                "event": "source_rotated_read", "source": source, "file": later,
+                "rows": pos - start, "detail": "a file logrotate made after the one read "
+                "before (rotated again before the agent read it), read whole"}))
+            old, old_identity = later, later_identity
         return n
 
     def stop(self) -> None:
