@@ -80,7 +80,9 @@ with the fleet's prior on, the prior alone may cap one from the device's 60th ro
 gate needs a device's metrics read together: a row is learned, and moves the running
 residuals, only when more than half the device's metrics (and at least 2) were read at
 its timestamp, so a device whose metrics arrive one at a time (each at its own timestamp,
-or in two halves) is left to the other detectors.
+or in two halves) is left to the other detectors, unless the gateway assembles its rows
+(``assemble_split_rows``, :mod:`edgewise.gateway.split_rows`): it then observes, caps
+and learns each assembled row as a row of one time.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)

@@ -245,10 +245,13 @@ class Pipeline:
         :mod:`edgewise.gateway.split_rows`); ``None`` (default) takes the setting
         ``assemble_split_rows`` (``EDGEWISE_ASSEMBLE_SPLIT_ROWS``, off). Off, such a device
         is judged by its per-metric detectors only. A device that sends its metrics
-        together is scored the same either way. Opt-in because the cross-sensor gate does
-        not cap assembled rows: 4 simulated pumps with no fault, their metrics sent 3 ms
-        apart, raised 10 alerts in an hour assembled (6 at setpoint changes) where sent
-        together they raised 4.
+        together is scored the same either way. The cross-sensor gate takes each assembled
+        row as a row of one time: it learns it, caps its T² and the per-metric alarms of
+        its readings where the device's sensors agree on the move (an alarming reading is
+        held until its row is scored, when that is in the same detection batch; else it
+        alarms as it is). 4 simulated pumps with no fault, their metrics sent 3 ms apart,
+        raised 4 alerts in an hour assembled (1 at setpoint changes), as many as sent
+        together (before the gate judged assembled rows: 10, 6 at setpoint changes).
     max_backlog_readings
         The most committed readings waiting for detection (``detect_async``): a batch
         that would pass it (a queue holding some already) is stored and acknowledged as
@@ -328,6 +331,11 @@ class Pipeline:
         if assemble_split_rows is None:
             assemble_split_rows = settings.assemble_split_rows
         self.mv_rows: RowAssembler | None = RowAssembler() if assemble_split_rows else None
+        # device -> metric -> (eligible, stuck, spike) of the newest reading of each metric
+        # of a device whose rows are assembled: how the cross-sensor gate takes each
+        # reading of an assembled row (see _score_assembled); not saved (after a restart
+        # a metric is eligible while its stream is fast, see _split_marks_of)
+        self._split_marks: dict[str, dict[str, tuple[bool, bool, bool]]] = {}
         self._last_scored: dict[tuple[str, str], int] = {}
         # (device, metric) -> (time, value) of its newest finite reading scored: a
         # counter's increment is scored against it (see _detect)
@@ -1258,12 +1266,61 @@ class Pipeline:
         # each device's anomalous readings go to the alert manager as one batch, so a late
         # backlog joins the alert it runs into, in whatever order the batch lists it
         anomalous: dict[str, list[tuple[int, float, dict[str, float]]]] = {}
+        # device -> metric -> (time, score) of the alarming readings in the open row of a
+        # device whose rows are assembled: held until the row is scored in this batch,
+        # when the cross-sensor gate judges them in it (an operating change its sensors
+        # agree on is no alarm, as in a row sent in one message); at the batch's end,
+        # those still held alarm as they are
+        held: dict[str, dict[str, tuple[int, float]]] = {}
         for (device, ts_ns), row in rows.items():
-            per = scores[(device, ts_ns)]
-            if self.cross_gate is not None and (device, ts_ns) in eligible:
-                per = self.cross_gate.observe(device, row, per, eligible[(device, ts_ns)],
-                                              keep=stuck.get((device, ts_ns), ()),
-                                              skip=spiked.get((device, ts_ns), ()))
+            rk = (device, ts_ns)
+            per = scores[rk]
+            # a one-metric reading of a device whose rows are assembled: the rows it closes
+            # or completes are scored (T² and the cross-sensor gate) before it is judged
+            split = (self.mv_rows is not None and self.multivariate_factory is not None
+                     and len(row) == 1 and (device not in self._mv or device in self.mv_rows))
+            completed = False  # this reading completed a row: the gate took it in that row
+            in_row = False  # it is in its device's open row: the gate takes it in that row
+            split_alarms: list[tuple[int, float, dict[str, float]]] = []
+            if split:
+                assert self.mv_rows is not None
+                if device not in self._mv:
+                    self._note_single_rows(device, ts_ns, row)
+                ((metric, value),) = row.items()
+                mark = (rk in eligible, rk in stuck, rk in spiked)
+                hold = held.get(device, {})
+                for row_ns, whole, glitch in self.mv_rows.add(device, metric, ts_ns, value,
+                                                              spike=rk in spiked):
+                    now = row_ns == ts_ns  # completed by this reading: scored with it
+                    marks = self._split_marks_of(device, whole, metric if now else None, mark)
+                    mine = {m: hold.pop(m) for m in list(hold) if m in whole}
+                    ms, mv_drivers, got = self._score_assembled(
+                        device, whole, glitch,
+                        {m: v for m, (_, v) in mine.items()} | (per if now else {}), marks)
+                    for m, (t, _) in mine.items():  # the row's earlier readings, judged in it
+                        v = got.pop(m)
+                        if v >= thr:
+                            anomalous.setdefault(device, []).append((t, v, {m: v}))
+                    if now:
+                        completed, per = True, got
+                    else:  # closed by a later reading: scored at its own time
+                        ms = max([ms, *got.values()])
+                        for k, v in got.items():
+                            if v >= thr * 0.5:
+                                mv_drivers[k] = max(mv_drivers.get(k, 0.0), v)
+                    if ms >= thr:
+                        split_alarms.append((row_ns, ms, mv_drivers))
+                if device in self.mv_rows:
+                    self._split_marks.setdefault(device, {})[metric] = mark
+                # held readings whose row closed unscored (a row of one metric): as they are
+                open_row = self.mv_rows.devices_[device].row if device in self.mv_rows else {}
+                for m in [m for m in hold if m == metric or m not in open_row]:
+                    t, v = hold.pop(m)
+                    anomalous.setdefault(device, []).append((t, v, {m: v}))
+                in_row = not completed and metric in open_row
+            if self.cross_gate is not None and rk in eligible and not (completed or in_row):
+                per = self.cross_gate.observe(device, row, per, eligible[rk],
+                                              keep=stuck.get(rk, ()), skip=spiked.get(rk, ()))
             score = max(per.values())
             drivers = {k: v for k, v in per.items() if v >= thr * 0.5}
             if self.multivariate_factory is not None and len(row) > 1:
@@ -1272,6 +1329,7 @@ class Pipeline:
                     mv = self._mv[device] = self.multivariate_factory()
                     if self.mv_rows is not None:  # its metrics come together: as always
                         self.mv_rows.forget(device)
+                        self._split_marks.pop(device, None)
                 ms = mv.score_one(row)
                 if ms >= thr:
                     shares = mv.explain_one(row)  # the drivers: which sensor broke away
@@ -1288,30 +1346,30 @@ class Pipeline:
                 if (device, ts_ns) not in spiked:  # a glitch would blind it for long
                     mv.learn_one(row)
                 score = max(score, ms)
-            elif self.multivariate_factory is not None and (
-                    device not in self._mv or (self.mv_rows is not None
-                                               and device in self.mv_rows)):
-                if device not in self._mv:
-                    self._note_single_rows(device, ts_ns, row)
-                if self.mv_rows is not None:  # one metric alone: its device's row assembled
-                    ((metric, value),) = row.items()
-                    for row_ns, whole, glitch in self.mv_rows.add(
-                            device, metric, ts_ns, value, spike=(device, ts_ns) in spiked):
-                        ms, mv_drivers = self._score_assembled(device, whole, glitch)
-                        if ms < thr:
-                            continue
-                        if row_ns == ts_ns:  # completed by this reading: scored with it
-                            score = max(score, ms)
-                            for k, v in mv_drivers.items():
-                                drivers[k] = max(drivers.get(k, 0.0), v)
-                        else:  # closed by a later reading: scored at its own time
-                            anomalous.setdefault(device, []).append(
-                                (row_ns, ms, mv_drivers))
+            elif split:  # its assembled rows, scored above
+                for row_ns, ms, mv_drivers in split_alarms:
+                    if row_ns == ts_ns:  # completed by this reading: scored with it
+                        score = max(score, ms)
+                        for k, v in mv_drivers.items():
+                            drivers[k] = max(drivers.get(k, 0.0), v)
+                    else:  # closed by a later reading: scored at its own time
+                        anomalous.setdefault(device, []).append((row_ns, ms, mv_drivers))
+            elif self.multivariate_factory is not None and device not in self._mv:
+                self._note_single_rows(device, ts_ns, row)
+            # (a reading in an assembled row is learned, or not, with its row: see above)
             if (self.cross_gate is not None and (device, ts_ns) in eligible
-                    and (device, ts_ns) not in spiked):
+                    and (device, ts_ns) not in spiked and not (completed or in_row)):
                 self.cross_gate.learn(device)
-            if score >= thr:
-                anomalous.setdefault(device, []).append((ts_ns, score, drivers))
+            if score < thr:
+                continue
+            if in_row and rk in eligible:
+                # its row is open: judged with the row's other readings when it is scored
+                held.setdefault(device, {})[metric] = (ts_ns, per[metric])
+                continue
+            anomalous.setdefault(device, []).append((ts_ns, score, drivers))
+        for device, hold in held.items():  # rows still open at the batch's end: as they are
+            anomalous.setdefault(device, []).extend(
+                (t, v, {m: v}) for m, (t, v) in hold.items())
         # each device's alerting on its own: one device's store error (the alert manager
         # holds a new alert the store did not take, and tries again) must not cost the
         # devices after it in the batch their alerts, nor the batch its counts
@@ -1332,26 +1390,71 @@ class Pipeline:
         self.metrics.inc("edgewise_detect_seconds_sum", time.perf_counter() - t0)
         return raised
 
-    def _score_assembled(self, device_id: str, row: dict[str, float],
-                         spiked: bool) -> tuple[float, dict[str, float]]:
+    def _split_marks_of(self, device_id: str, row: dict[str, float], metric: str | None,
+                        mark: tuple[bool, bool, bool]
+                        ) -> dict[str, tuple[bool, bool, bool]]:
+        """Each metric of an assembled ``row`` of ``device_id``: (eligible for the
+        cross-sensor gate, a stuck run, a flagged spike) as its reading was judged;
+        ``mark`` for ``metric`` (the reading that completed the row). A metric whose
+        reading's marks are not kept (read before a restart) is eligible while its stream
+        is a fast level stream, as :meth:`_detect` decides for a reading."""
+        kept = self._split_marks.get(device_id, {})
+        out: dict[str, tuple[bool, bool, bool]] = {}
+        for m in row:
+            if m == metric:
+                out[m] = mark
+            elif m in kept:
+                out[m] = kept[m]
+            else:
+                det = self._detectors.get((device_id, m))
+                level = det is not None and not (getattr(det, "two_valued_", False)
+                                                 or getattr(det, "is_counter", False))
+                fast = self.fast_gate is not None and self.fast_gate.is_fast((device_id, m))
+                out[m] = (level and fast, False, False)
+        return out
+
+    def _score_assembled(self, device_id: str, row: dict[str, float], spiked: bool,
+                         scores: dict[str, float],
+                         marks: Mapping[str, tuple[bool, bool, bool]]
+                         ) -> tuple[float, dict[str, float], dict[str, float]]:
         """Score an assembled row (:class:`~edgewise.gateway.split_rows.RowAssembler`) of
         ``device_id`` with its multivariate detector (made on its first row), learn it
-        unless ``spiked`` (a reading in it was a spike); return the score and, where it
-        reaches the alert threshold, each metric's driver score (score times share).
+        unless ``spiked`` (a reading in it was a spike); return the score, where it
+        reaches the alert threshold each metric's driver score (score times share), and
+        ``scores`` as the cross-sensor gate leaves them.
 
-        Its readings came at different times, so the cross-sensor gate, which judges the
-        rows of one time it observed, does not cap it."""
+        The cross-sensor gate takes the row as a row of one time (``marks``: each
+        metric's (eligible, stuck, spike), see :meth:`_split_marks_of`): it learns it
+        (unless ``spiked``), caps the T² score where the row's move is one its sensors
+        agree on (an operating change), and caps or raises ``scores`` (the per-metric
+        scores of the reading that completed the row; none for a row closed by a later
+        reading, whose readings were judged already), as for a row sent in one message."""
         assert self.multivariate_factory is not None
+        thr = self.alerts.threshold
         mv = self._mv.get(device_id)
         if mv is None:
             mv = self._mv[device_id] = self.multivariate_factory()
+        gate = self.cross_gate
+        fit = {m for m, (ok, _, _) in marks.items() if ok}
+        if gate is not None and fit:
+            scores = gate.observe(device_id, row, scores, fit,
+                                  keep={m for m, (_, st, _) in marks.items() if st},
+                                  skip={m for m, (_, _, sp) in marks.items() if sp})
         ms = mv.score_one(row)
         drivers: dict[str, float] = {}
-        if ms >= self.alerts.threshold:
-            drivers = {k: ms * share for k, share in mv.explain_one(row).items()}
+        if ms >= thr:
+            shares = mv.explain_one(row)
+            if gate is not None and fit:  # as a row of one time (see _detect)
+                t2_shares = getattr(mv, "t2_shares", None)
+                weights = shares if t2_shares is None else t2_shares(row)
+                ms = gate.cap_device_score(device_id, ms, weights)
+            if ms >= thr:
+                drivers = {k: ms * share for k, share in shares.items()}
         if not spiked:
             mv.learn_one(row)
-        return ms, drivers
+            if gate is not None and fit:
+                gate.learn(device_id)
+        return ms, drivers, scores
 
     def _note_single_rows(self, device_id: str, ts_ns: int, row: dict[str, float]) -> None:
         """Count a one-metric reading time (``ts_ns``) of a device with no multivariate
@@ -1452,6 +1555,7 @@ class Pipeline:
             if self.mv_rows is not None and device_id in self.mv_rows:
                 self.mv_rows.forget(device_id)
                 had_mv = True
+            self._split_marks.pop(device_id, None)
             self._max_seq.pop(device_id, None)
             self._seqs_committed.pop(device_id, None)
             self._gap_since.pop(device_id, None)

@@ -28,6 +28,11 @@ no alert.
   scored. Each sample is scored and learned once, at the time of its newest reading.
 * A row holding a reading the cleaner flagged as a spike is scored but not learned, as a
   single-message row.
+* The cross-sensor gate (:mod:`edgewise.gateway.cross_sensor`) takes an assembled row as a
+  row of one time: it learns it, and caps its T² score and the per-metric alarms of its
+  readings where the device's sensors agree on the move (an operating change). An
+  alarming reading of an open row is held until the row is scored, when that is in the
+  same detection batch (else it alarms as it is: no alarm waits for a later batch).
 
 Devices that send several metrics at one timestamp are not assembled: their rows go to the
 multivariate detector as they are, exactly as before. A device whose multivariate detector
