@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.gateway.pipeline import Pipeline
@@ -105,10 +107,13 @@ def test_fast_counter_faults_still_alert() -> None:
     assert any(s <= 3000 <= e + 60 for s, e in _meter("back"))
 
 
-def test_separately_stamped_metrics_are_logged_once(caplog) -> None:  # type: ignore[no-untyped-def]
-    for off, warned in ((0.0, 0), (0.01, 1)):
+@pytest.mark.parametrize("assemble", [False, True])
+def test_separately_stamped_metrics_are_logged_once(caplog, assemble: bool) -> None:  # type: ignore[no-untyped-def]
+    """With row assembly off, metrics stamped 10 ms apart are warned about once and get no
+    T²; with it on (the default) their rows are put together: a T², no warning."""
+    for off, warned in ((0.0, 0), (0.01, 0 if assemble else 1)):
         store = open_store("duckdb://:memory:")
-        p = Pipeline(store, Settings(), detect_async=False)
+        p = Pipeline(store, Settings(assemble_split_rows=assemble), detect_async=False)
         caplog.clear()
         with caplog.at_level("WARNING", logger="edgewise.gateway.pipeline"):
             for k in range(0, 400, 20):
@@ -120,6 +125,6 @@ def test_separately_stamped_metrics_are_logged_once(caplog) -> None:  # type: ig
             p.flush()
         logged = [r for r in caplog.records if "stamped separately" in r.getMessage()]
         assert len(logged) == warned, (off, [r.getMessage() for r in logged])
-        assert ("pump" in p._mv) == (off == 0.0)
+        assert ("pump" in p._mv) == (off == 0.0 or assemble)
         p.close()
         store.close()

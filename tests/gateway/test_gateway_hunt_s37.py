@@ -395,13 +395,24 @@ def test_names_held_by_a_batch_in_flight_count_towards_the_cap(tmp_path: Path) -
 def test_metrics_of_one_time_sent_one_message_each_are_warned_as_such(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Check a device that sends each metric of one time in its own message, committed
-    one at a time, is told so, not that its metrics are stamped separately (they are not)."""
+    one at a time, is told so, not that its metrics are stamped separately (they are not),
+    where row assembly is turned off; on (the default), its rows are put together and it
+    gets a T², with no warning."""
     store = open_store("duckdb://:memory:")
     p = Pipeline(store, _quiet_settings(tmp_path), detect_async=False)
     with caplog.at_level(logging.WARNING, logger="edgewise.gateway.pipeline"):
         for i in range(120):
             p.ingest("pump-1", _msg(2 * i + 1, T0 + i * 60, a=20.0 + i % 3))
             p.ingest("pump-1", _msg(2 * i + 2, T0 + i * 60, b=40.0 + i % 5))
+    assert "pump-1" in p._mv and not [r for r in caplog.records if "T²" in r.getMessage()]
+    p.close()
+    caplog.clear()
+    p = Pipeline(store, _quiet_settings(tmp_path), detect_async=False,
+                 assemble_split_rows=False)
+    with caplog.at_level(logging.WARNING, logger="edgewise.gateway.pipeline"):
+        for i in range(120):
+            p.ingest("pump-1", _msg(2 * i + 1 + 240, T0 + (i + 120) * 60, a=20.0 + i % 3))
+            p.ingest("pump-1", _msg(2 * i + 2 + 240, T0 + (i + 120) * 60, b=40.0 + i % 5))
     (msg,) = [r.getMessage() for r in caplog.records if "T²" in r.getMessage()]
     assert "separate messages" in msg and "stamped separately" not in msg
     assert "send a device's metrics of one reading in one message" in msg

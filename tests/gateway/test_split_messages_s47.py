@@ -235,17 +235,17 @@ def test_assembler_rule_tolerance_and_expected_metrics() -> None:
     assert a.add("p", "a", 8 * s + 500 * ms, 1.6) == []  # 0.9 s after b: not b's either
 
 
-def test_assembly_is_opt_in_by_its_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Off by default (the cross-sensor gate does not cap assembled rows), on by
-    EDGEWISE_ASSEMBLE_SPLIT_ROWS; the pipeline's argument wins over the setting."""
+def test_assembly_is_on_by_default_and_its_setting_turns_it_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On by default (the cross-sensor gate judges assembled rows as rows of one time),
+    off by EDGEWISE_ASSEMBLE_SPLIT_ROWS=0; the pipeline's argument wins over the setting."""
     from edgewise.config import Settings as S
 
-    assert S.load({}).assemble_split_rows is False
-    assert S.load({"EDGEWISE_ASSEMBLE_SPLIT_ROWS": "on"}).assemble_split_rows is True
+    assert S.load({}).assemble_split_rows is True
+    assert S.load({"EDGEWISE_ASSEMBLE_SPLIT_ROWS": "off"}).assemble_split_rows is False
     store = open_store("duckdb://:memory:")
     try:
-        for settings, arg, on in ((S(), None, False), (S(assemble_split_rows=True), None, True),
-                                  (S(assemble_split_rows=True), False, False)):
+        for settings, arg, on in ((S(), None, True), (S(assemble_split_rows=False), None, False),
+                                  (S(), False, False)):
             p = Pipeline(store, settings, detect_async=False, assemble_split_rows=arg)
             assert (p.mv_rows is not None) is on
             p.close()

@@ -243,7 +243,7 @@ class Pipeline:
         own message (one metric per reading time), put together by a
         :class:`~edgewise.gateway.split_rows.RowAssembler` (the rule: see
         :mod:`edgewise.gateway.split_rows`); ``None`` (default) takes the setting
-        ``assemble_split_rows`` (``EDGEWISE_ASSEMBLE_SPLIT_ROWS``, off). Off, such a device
+        ``assemble_split_rows`` (``EDGEWISE_ASSEMBLE_SPLIT_ROWS``, on). Off, such a device
         is judged by its per-metric detectors only. A device that sends its metrics
         together is scored the same either way. The cross-sensor gate takes each assembled
         row as a row of one time: it learns it, caps its T² and the per-metric alarms of
