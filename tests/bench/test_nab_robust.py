@@ -52,8 +52,11 @@ def test_robustness_halves_differ_and_bootstrap_brackets_the_score(numenta):
     for p, full in {"standard": 70.10, "reward_low_FP_rate": 63.21}.items():
         lo, hi = r.ci[p]
         assert lo < full < hi and hi - lo > 2.0 and r.sd[p] > 0.5
-    again = robustness(ts, scores, windows, profiles, resamples=30, seed=1)
-    assert again.summary() == r.summary()
+    # the same seed, the same answer: checked on 4 resamples twice (the same draws from the
+    # same seeded generator as 30 make; 30 again was half this test's time)
+    once, again = (robustness(ts, scores, windows, profiles, resamples=4, seed=1)
+                   for _ in range(2))
+    assert again.summary() == once.summary()
 
 
 def test_robustness_against_itself_is_a_zero_difference(numenta):

@@ -19,6 +19,7 @@ from edgewise.edge.agent import Outbox, sim_value
 from edgewise.store import open_store
 from tests.conftest import REPO, wait_until
 from tests.gateway.conftest import GatewayProcess
+from tests.in_process import edgewise_here
 
 # the agent checks for updates every 0.3 s and flushes in batches: poll gently
 _wait = partial(wait_until, timeout=60.0, step=0.1)
@@ -27,8 +28,11 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO / "src"))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
-                          text=True, env=ENV, cwd=REPO, timeout=120, check=True)
+    """``edgewise ARGS`` in this process (setting up, not under test: an interpreter start
+    less); the gateway and the agents are the processes under test."""
+    done = edgewise_here(*args, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def _agent(url: str, device: str, secret_file: Path, state: Path, *extra: str):

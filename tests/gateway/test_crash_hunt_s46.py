@@ -359,15 +359,12 @@ def _store_with_a_damaged_log(folder, batches: int = 200) -> tuple[dict[int, int
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
-    import os
-    import subprocess
-    import sys
+    """``edgewise ARGS`` in this process, answered as ``python -m edgewise`` answers (its
+    status, output and any traceback are under test, not the process: an interpreter start
+    each was a second of CPU)."""
+    from tests.in_process import edgewise_here
 
-    from tests.conftest import REPO
-
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    r = subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
-                       text=True, env=env, timeout=120)
+    r = edgewise_here(*args)
     return r.returncode, r.stdout, r.stderr
 
 

@@ -24,6 +24,7 @@ import httpx
 from edgewise.security.credentials import Security
 from tests.conftest import REPO, wait_until
 from tests.gateway.conftest import GatewayProcess
+from tests.in_process import edgewise_here
 
 # ``edgewise serve`` whose store module renames a purged copy over the store only once the
 # file argv[2] exists, after making argv[1] (the old file is closed by then)
@@ -108,7 +109,10 @@ def test_a_command_in_a_purge_s_swap_is_refused_and_the_gateway_keeps_ingesting(
         t.start()
         try:
             assert wait_until(gw.in_swap.exists, 60), "the purge never reached its swap"
-            out = _edgewise("label", "suggest", "--device", "keep", "--data-dir", str(data))
+            # in this process (an interpreter start less): the gateway holding the data
+            # dir is the other process, and what the command answers is under test
+            out = edgewise_here("label", "suggest", "--device", "keep", "--data-dir",
+                                str(data), cwd=REPO)
         finally:
             gw.go.touch()
             t.join(120)

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from edgewise.errors import InvalidParameterError
 from edgewise.label.store import LabelStore, read_labels_csv
 from edgewise.security import Security
+from tests.in_process import edgewise_here
 
 REPO = Path(__file__).resolve().parents[2]
 S = 1_000_000_000
@@ -76,9 +76,9 @@ def test_bad_labels_are_refused_and_nothing_written(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
-                          text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src"),
-                                                    "PATH": "/usr/bin:/bin"}, timeout=60)
+    """``edgewise ARGS`` in this process (what it prints and exits with is under test, not
+    the process: an interpreter start each cost a second of CPU)."""
+    return edgewise_here(*args, cwd=REPO)
 
 
 def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ def test_train_then_predict_round_trip(tmp_path: Path) -> None:
     fleet(12).rename(columns={"unit": "pump", "cycle": "hour"}).to_csv(tmp_path / "h.csv")
     fleet(3, seed=4).rename(columns={"unit": "pump", "cycle": "hour"}).to_csv(tmp_path / "n.csv")
     out = tmp_path / "m.rul"
-    done = edgewise(
+    # trained here (an interpreter start less), predicted by a fresh ``python -m edgewise``
+    # process: the file alone carries the model from one process to the other
+    done = edgewise_here(
         "train", "rul", "--data", str(tmp_path / "h.csv"), "--unit-column", "pump",
         "--time-column", "hour", "--sensor-columns", "temp,noise", "--cap", "60",
         "--out", str(out), "--json",

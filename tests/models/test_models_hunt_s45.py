@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,19 @@ def test_one_absurd_device_is_set_apart_and_the_fleet_keeps_its_groups(absurd: f
     assert not model.odd_.drop("absurd").any()
 
 
+@functools.cache
+def _three_kinds_grouped_without_absurd() -> BehaviourGroups:
+    """The fleet of three wandering kinds grouped with no absurd device: fitted once for
+    both cases below (each only reads it), not once per case."""
+    return BehaviourGroups(random_state=0).fit(_three_wandering_kinds(0, None))
+
+
 @pytest.mark.parametrize("absurd", [1e6, 1e150])
 def test_one_absurd_device_changes_neither_the_weights_nor_the_groups(absurd: float) -> None:
     """Check a fleet of three wandering kinds is grouped as it is without one device at
     1e6 (or 1e150) times its readings: that device alone made the noisy spread of a metric
     look reliable (split-half correlation 0 -> 0.92) and the fleet was one group."""
-    without = BehaviourGroups(random_state=0).fit(_three_wandering_kinds(0, None))
+    without = _three_kinds_grouped_without_absurd()
     model = BehaviourGroups(random_state=0).fit(_three_wandering_kinds(0, absurd))
     assert without.n_groups_ == 3
     np.testing.assert_allclose(model.weights_, without.weights_, atol=0.01)
