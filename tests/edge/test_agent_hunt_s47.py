@@ -4,7 +4,6 @@ on a disk too small for its full reserve, and bad input on purpose."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from edgewise.edge.agent import Agent, Outbox
 from tests.conftest import free_port
+from tests.edge.test_agent_csv_s46 import _events
 
 SECRET = "s" * 43
 T0 = 1_700_000_000
@@ -35,11 +35,6 @@ def _run(state: Path, csv: Path, limit: int | None = None) -> list[dict]:
         return [{"ts": m["ts"], **m["metrics"]} for m in box.pending(1000)]
     finally:
         box.close()
-
-
-def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict]:
-    out = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgewise.agent"]
-    return [e for e in out if e.get("event") == event]
 
 
 def _rows(first: int, n: int) -> str:
