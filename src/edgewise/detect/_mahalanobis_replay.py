@@ -206,7 +206,20 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
                     new_cov[i, j] = mi * cov[i, j] * mj + ui * uj
                 ok = ok and np.isfinite(new_cov[i, j])
         if not ok:
-            return r  # learn_one leaves it out, or starts an overflowing metric again
+            # learn_one starts a metric again where every metric that overflows is not warm
+            # and its mean, not the reading, is the extreme one (its first value was a
+            # sentinel): the loop does that; any other overflowing update is left out here
+            any_bad = False
+            all_again = True
+            for j in range(k):
+                if np.isfinite(z[j]) and not (np.isfinite(new_mean[j])
+                                              and np.isfinite(new_cov[j, j])):
+                    any_bad = True
+                    if not (counts[j] < warm_at and abs(z[j]) < abs(mean[j])):
+                        all_again = False
+            if any_bad and all_again:
+                return r
+            continue
         for j in range(k):
             if np.isfinite(z[j]):
                 counts[j] += 1.0
