@@ -1239,7 +1239,7 @@ class Pipeline:
                 # signals as a level's noise does): gated on a stream of their own
                 # (_counter_key), except a fall (running backwards, or a restart), which
                 # its detector judges as it is
-                level = not (getattr(det, "two_valued_", False) or counter)
+                level = _level_stream(det)
                 if (counter and prev is not None and r.ts_ns > prev[0]
                         and r.value >= prev[1]):
                     s = self.fast_gate.observe(_counter_key(key), r.ts_ns, r.value - prev[1],
@@ -1330,19 +1330,9 @@ class Pipeline:
                     if self.mv_rows is not None:  # its metrics come together: as always
                         self.mv_rows.forget(device)
                         self._split_marks.pop(device, None)
-                ms = mv.score_one(row)
-                if ms >= thr:
-                    shares = mv.explain_one(row)  # the drivers: which sensor broke away
-                    if self.cross_gate is not None and (device, ts_ns) in eligible:
-                        # an operating change the device's sensors agree on is not a fault;
-                        # weighed by what the score rests on (T² terms where the detector
-                        # has them), not by the culprit ranking
-                        t2_shares = getattr(mv, "t2_shares", None)
-                        weights = shares if t2_shares is None else t2_shares(row)
-                        ms = self.cross_gate.cap_device_score(device, ms, weights)
-                if ms >= thr:
-                    for k, share in shares.items():
-                        drivers[k] = max(drivers.get(k, 0.0), ms * share)
+                ms, mv_drivers = self._device_t2(device, mv, row, (device, ts_ns) in eligible)
+                for k, v in mv_drivers.items():
+                    drivers[k] = max(drivers.get(k, 0.0), v)
                 if (device, ts_ns) not in spiked:  # a glitch would blind it for long
                     mv.learn_one(row)
                 score = max(score, ms)
@@ -1407,11 +1397,29 @@ class Pipeline:
                 out[m] = kept[m]
             else:
                 det = self._detectors.get((device_id, m))
-                level = det is not None and not (getattr(det, "two_valued_", False)
-                                                 or getattr(det, "is_counter", False))
+                level = det is not None and _level_stream(det)
                 fast = self.fast_gate is not None and self.fast_gate.is_fast((device_id, m))
                 out[m] = (level and fast, False, False)
         return out
+
+    def _device_t2(self, device_id: str, mv: Detector, row: dict[str, float],
+                   gated: bool) -> tuple[float, dict[str, float]]:
+        """The device T² score of ``row`` by its multivariate detector ``mv`` and, where it
+        reaches the alert threshold, each metric's driver score (score times share: which
+        sensor broke away). With ``gated`` (the row holds metrics the cross-sensor gate
+        judges) the score is capped where the move is an operating change the device's
+        sensors agree on (not a fault), weighed by what the score rests on (T² terms where
+        the detector has them), not by the culprit ranking."""
+        thr = self.alerts.threshold
+        ms = mv.score_one(row)
+        if ms < thr:
+            return ms, {}
+        shares = mv.explain_one(row)
+        if gated and self.cross_gate is not None:
+            t2_shares = getattr(mv, "t2_shares", None)
+            weights = shares if t2_shares is None else t2_shares(row)
+            ms = self.cross_gate.cap_device_score(device_id, ms, weights)
+        return ms, ({k: ms * share for k, share in shares.items()} if ms >= thr else {})
 
     def _score_assembled(self, device_id: str, row: dict[str, float], spiked: bool,
                          scores: dict[str, float],
@@ -1430,7 +1438,6 @@ class Pipeline:
         scores of the reading that completed the row; none for a row closed by a later
         reading, whose readings were judged already), as for a row sent in one message."""
         assert self.multivariate_factory is not None
-        thr = self.alerts.threshold
         mv = self._mv.get(device_id)
         if mv is None:
             mv = self._mv[device_id] = self.multivariate_factory()
@@ -1440,16 +1447,7 @@ class Pipeline:
             scores = gate.observe(device_id, row, scores, fit,
                                   keep={m for m, (_, st, _) in marks.items() if st},
                                   skip={m for m, (_, _, sp) in marks.items() if sp})
-        ms = mv.score_one(row)
-        drivers: dict[str, float] = {}
-        if ms >= thr:
-            shares = mv.explain_one(row)
-            if gate is not None and fit:  # as a row of one time (see _detect)
-                t2_shares = getattr(mv, "t2_shares", None)
-                weights = shares if t2_shares is None else t2_shares(row)
-                ms = gate.cap_device_score(device_id, ms, weights)
-            if ms >= thr:
-                drivers = {k: ms * share for k, share in shares.items()}
+        ms, drivers = self._device_t2(device_id, mv, row, bool(fit))  # as a row of one time
         if not spiked:
             mv.learn_one(row)
             if gate is not None and fit:
@@ -2047,6 +2045,13 @@ class Pipeline:
         gone = self._forgotten
         return sum(1 for i in at if gone.get(batch[i].device_id, 0) < batch.gen)
 
+
+
+def _level_stream(det: Detector) -> bool:
+    """Whether ``det`` judges a level stream, which the fast-stream and cross-sensor gates
+    take: not two-valued (states are not levels) nor a cumulative counter (its increments
+    are gated on a stream of their own)."""
+    return not (getattr(det, "two_valued_", False) or getattr(det, "is_counter", False))
 
 #: The parts of the saved detector state (:meth:`Pipeline.save_state`) keyed by
 #: ``(device, metric)``, and those keyed by device. ``alerts_held`` is keyed by alert id
