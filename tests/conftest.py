@@ -83,19 +83,30 @@ def values_on_disk(path: Path, values: list[float]) -> int:
     return sum(struct.pack("<d", v) in data for v in values)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 3 MB filesystem (tmpfs): needs root to mount, else the test is skipped."""
+@contextmanager
+def tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of ``size`` (tmpfs, e.g. ``"3m"``) at ``tmp_path / "disk"``:
+    needs root to mount, else the test is skipped; unmounted lazily after (a failed test
+    may hold it)."""
     if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a 3 MB tmpfs needs root; not root here")
+        pytest.skip(f"mounting a {size} tmpfs needs root; not root here")
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazy: a failed test may hold it
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MB filesystem (tmpfs): needs root to mount, else the test is skipped."""
+    with tmpfs(tmp_path, "3m") as mnt:
+        yield mnt
 
 
 @contextmanager

@@ -20,12 +20,13 @@ SECRET = "s" * 43
 T0 = 1_700_000_000
 
 
-def _run(state: Path, csv: Path) -> list[dict]:
-    """Run the agent over ``csv`` (no gateway answers: everything stays in the outbox);
-    return the readings buffered so far, in order."""
+def _run(state: Path, csv: Path, limit: int | None = None) -> list[dict]:
+    """Run the agent over ``csv`` (no gateway answers: everything stays in the outbox),
+    ``limit`` readings at most (``None``: all); return the readings buffered so far, in
+    order."""
     agent = Agent(f"http://127.0.0.1:{free_port()}", "pump-7", SECRET, state)
     try:
-        agent.run(f"csv:{csv}", rate_hz=0, flush_timeout_s=0)
+        agent.run(f"csv:{csv}", rate_hz=0, limit=limit, flush_timeout_s=0)
     finally:
         agent.outbox.close()
     box = Outbox(state / "outbox.sqlite")

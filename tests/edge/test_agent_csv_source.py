@@ -16,6 +16,7 @@ import pytest
 
 from edgewise.edge.agent import Agent, Outbox
 from tests.conftest import REPO, free_port
+from tests.edge.test_agent_csv_s46 import _run as _buffered
 
 SECRET = "s" * 43
 T0 = 1_700_000_000
@@ -23,18 +24,8 @@ T0 = 1_700_000_000
 
 def _run(state: Path, csv: Path) -> list[dict]:
     """Run the agent over ``csv`` (no gateway answers: everything stays in the outbox);
-    return the readings buffered so far, in order."""
-    agent = Agent(f"http://127.0.0.1:{free_port()}", "pump-7", SECRET, state)
-    try:
-        agent.run(f"csv:{csv}", rate_hz=0, flush_timeout_s=0)
-    finally:
-        agent.outbox.close()
-    box = Outbox(state / "outbox.sqlite")
-    try:
-        return [{"ts": m["ts"], **m["metrics"]} for m in box.pending(1000)
-                if "temp_c" in m["metrics"]]
-    finally:
-        box.close()
+    return the readings of ``temp_c`` buffered so far, in order."""
+    return [r for r in _buffered(state, csv) if "temp_c" in r]
 
 
 def _rows(first: int, n: int, base: float) -> str:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgewise.edge.agent import Agent, Outbox
-from tests.conftest import free_port
-from tests.edge.test_agent_csv_s46 import _events
+from tests.conftest import free_port, tmpfs
+from tests.edge.test_agent_csv_s46 import _events, _run
 
 SECRET = "s" * 43
 T0 = 1_700_000_000
@@ -20,21 +21,6 @@ T0 = 1_700_000_000
 
 def _agent(state: Path) -> Agent:
     return Agent(f"http://127.0.0.1:{free_port()}", "pump-7", SECRET, state)
-
-
-def _run(state: Path, csv: Path, limit: int | None = None) -> list[dict]:
-    """Run the agent over ``csv`` (no gateway answers: everything stays in the outbox);
-    return the readings buffered so far, in order."""
-    agent = _agent(state)
-    try:
-        agent.run(f"csv:{csv}", rate_hz=0, limit=limit, flush_timeout_s=0)
-    finally:
-        agent.outbox.close()
-    box = Outbox(state / "outbox.sqlite")
-    try:
-        return [{"ts": m["ts"], **m["metrics"]} for m in box.pending(1000)]
-    finally:
-        box.close()
 
 
 def _rows(first: int, n: int) -> str:
@@ -153,22 +139,11 @@ def test_a_new_outbox_says_its_positions_count_rows(tmp_path):
 
 
 @pytest.fixture
-def disk_600k(tmp_path: Path):
+def disk_600k(tmp_path: Path) -> Iterator[Path]:
     """A real 600 KB filesystem (tmpfs): less free than the 512 KB reserve and the outbox's
     own files; needs root to mount, else the test is skipped."""
-    import shutil
-    import subprocess
-
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root; not root here")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    with tmpfs(tmp_path, "600k") as mnt:
+        yield mnt
 
 
 def test_a_small_outbox_on_a_small_disk_keeps_what_fits(disk_600k):
