@@ -113,7 +113,7 @@ class RowAssembler:
         True
         """
         interval = self.interval_ns(device_id)
-        return None if interval is None else min(interval // 2, int(MAX_TOLERANCE_S * 1e9))
+        return None if interval is None else _tolerance(interval)
 
     def interval_ns(self, device_id: str) -> int | None:
         """The sampling interval of ``device_id``: the (lower) median of its last
@@ -152,9 +152,10 @@ class RowAssembler:
                 del dev.steps[:-STEPS]
             dev.last[metric] = ts_ns
         out: list[tuple[int, dict[str, float], bool]] = []
-        tol = self.tolerance_ns(device_id)
-        if tol is None:  # no interval yet: which readings are one sample is unknown
+        interval = self.interval_ns(device_id)  # once a reading: a sort of the steps
+        if interval is None:  # no interval yet: which readings are one sample is unknown
             return out
+        tol = _tolerance(interval)
         if dev.row and (metric in dev.row or abs(ts_ns - dev.first_ns) > tol):
             out.extend(self._close(dev))
         if not dev.row:
@@ -162,7 +163,7 @@ class RowAssembler:
         dev.row[metric] = value
         dev.newest_ns = max(dev.newest_ns, ts_ns)
         dev.spiked = dev.spiked or spike
-        recent = ts_ns - RECENT * (self.interval_ns(device_id) or 0)
+        recent = ts_ns - RECENT * interval
         if len(dev.row) > 1 and all(m in dev.row for m, t in dev.last.items() if t >= recent):
             out.extend(self._close(dev))
         return out
@@ -178,3 +179,12 @@ class RowAssembler:
         dev.row, dev.spiked = {}, False
         return [(dev.newest_ns, row, spiked)] if len(row) > 1 else []
 
+
+def _tolerance(interval_ns: int) -> int:
+    """How far from a row's first reading a reading may be to join it, for a device
+    sampled every ``interval_ns``: half of it, at most :data:`MAX_TOLERANCE_S`.
+
+    >>> _tolerance(10**9), _tolerance(3600 * 10**9) // 10**9
+    (500000000, 60)
+    """
+    return min(interval_ns // 2, int(MAX_TOLERANCE_S * 1e9))
