@@ -65,6 +65,11 @@ __all__ = ["CONSTANT_RELATIVE", "MIN_RELATIVE_SD", "AlertExplanation", "alert_ex
 #: distance of its readings in the reference and the span from its reference mean).
 MIN_RELATIVE_SD = 1e-6
 
+#: A metric whose newest reading at a reading time is older than this many of its usual
+#: (median) intervals between readings is not read at that time: it dropped out, and
+#: :func:`alert_explanation` leaves it out of that row (named in ``stale`` at the peak).
+STALE_GAPS = 3.0
+
 #: Readings of a metric that all lie within this share of its magnitude of their mean are
 #: taken as constant (their differences are float rounding, not a change of the metric).
 CONSTANT_RELATIVE = 1e-12
@@ -85,7 +90,11 @@ class AlertExplanation(Explanation):
     their spread, so their term is finite, and large unless the move is a tick of the
     level (1 Pa of 101325).
     ``left_out`` names the metrics with no reading before the alert, which the
-    explanation cannot compare with anything and so leaves out.
+    explanation cannot compare with anything and so leaves out. ``stale`` names the
+    metrics not read at the peak (their newest reading older than :data:`STALE_GAPS` of
+    their usual intervals: a sensor that dropped out): as the live detector scores a
+    reading on the metrics it holds, they are left out of the peak's T², its terms and
+    shares.
 
     ``shares`` ranks the metrics: each one's share (non-negative, summing to 1) of the
     conditional residuals ``(S⁻¹ d)_i² / (S⁻¹)_ii``, how far its reading misses what the
@@ -97,6 +106,7 @@ class AlertExplanation(Explanation):
     reference_rows: int = 0
     constant_before: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
     shares: dict[str, float] = field(default_factory=dict)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
@@ -260,23 +270,70 @@ def alert_explanation(
     # eigenvalue at or above about `shrinkage`, so it is solved, not pseudo-inverted
     corr = s / np.outer(sd, sd)
     np.fill_diagonal(corr, 1.0)
-    inv_corr = np.linalg.solve(corr, np.eye(len(corr)))
-    inv_corr = (inv_corr + inv_corr.T) / 2
-    t2 = np.einsum("ij,jk,ik->i", z, inv_corr, z)
+    # a metric not read for more than STALE_GAPS of its usual intervals at a reading time
+    # (a sensor that dropped out) is not in that row: the live detector scores the
+    # metrics a reading holds, under their own marginal distribution, and the last value
+    # carried forward must not take a share of an alert it was never part of
+    fresh = _fresh(rows, span.index.to_numpy(), kept, start_ns)
+    t2 = np.empty(len(z))
+    inverses: dict[bytes, np.ndarray] = {}
+    for i, mask in enumerate(fresh):
+        key = mask.tobytes()
+        if key not in inverses:
+            inverses[key] = _marginal_inverse(corr, mask)
+        zi = np.where(mask, z[i], 0.0)
+        t2[i] = zi @ inverses[key] @ zi
     if not np.isfinite(t2).all():  # not expected with the floor; never hand out inf or NaN
         raise InvalidParameterError(
             "The device's readings around the alert give no finite T²; no explanation."
         )
     peak = int(np.argmax(t2))
+    read = fresh[peak]
+    names = [c for c, f in zip(kept, read, strict=True) if f]
+    stale = [str(c) for c, f in zip(kept, read, strict=True) if not f]
+    inv_read = inverses[read.tobytes()][np.ix_(read, read)]
     # the split of T² in the standardised metrics equals that of dᵀ S⁻¹ d term by term
-    ex = quadratic_contributions(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
+    ex = quadratic_contributions(z[peak][read], np.zeros(len(names)), inv_read, names=names)
     # the ranking: how far each metric misses what the others predict (same in any units)
-    shares = conditional_shares(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
+    shares = conditional_shares(z[peak][read], np.zeros(len(names)), inv_read, names=names)
     moved = np.abs(xs[peak] - mean) > MIN_RELATIVE_SD  # by more than rounding
-    constant = [str(c) for c, st, m in zip(kept, still, moved, strict=True) if st and m]
+    constant = [str(c) for c, st, m, f in zip(kept, still, moved, read, strict=True)
+                if st and m and f]
     return AlertExplanation(ex.value, ex.base, ex.contributions, peak_ns=int(span.index[peak]),
                             reference_rows=len(ref), constant_before=constant,
-                            left_out=left_out, shares=shares)
+                            left_out=left_out, shares=shares, stale=stale)
+
+
+def _fresh(rows: Sequence[tuple[str, int, float]], times: np.ndarray, metrics: list[str],
+           start_ns: int) -> np.ndarray:
+    """Which ``metrics`` were read at each of ``times`` (sorted): a boolean row per time,
+    False where the metric's newest reading at or before it is older than
+    :data:`STALE_GAPS` of its usual (median) interval between readings before ``start_ns``.
+    A metric with fewer than two readings before ``start_ns`` has no usual interval and
+    counts as read (its last value carries, as before)."""
+    fresh = np.ones((len(times), len(metrics)), dtype=bool)
+    names = np.array([r[0] for r in rows], dtype=object)
+    stamps = np.array([r[1] for r in rows], dtype=np.int64)
+    for j, m in enumerate(metrics):
+        ts = np.unique(stamps[names == m])
+        before = ts[ts < start_ns]
+        if len(before) < 2:
+            continue
+        allowed = STALE_GAPS * float(np.median(np.diff(before)))
+        last = ts[np.searchsorted(ts, times, side="right") - 1]  # every time has one:
+        fresh[:, j] = (times - last) <= allowed  # the metric read before the alert
+    return fresh
+
+
+def _marginal_inverse(corr: np.ndarray, read: np.ndarray) -> np.ndarray:
+    """The inverse of the block of ``corr`` of the metrics ``read`` (a boolean mask), put
+    back at full size with zeros for the others: ``zᵀ M z`` with it is the marginal T² of
+    the metrics read."""
+    out = np.zeros_like(corr)
+    block = corr[np.ix_(read, read)]
+    inv = np.linalg.solve(block, np.eye(len(block)))
+    out[np.ix_(read, read)] = (inv + inv.T) / 2
+    return out
 
 
 def _named(metrics: list[str]) -> str:

@@ -58,7 +58,10 @@ is 0). It is ``null`` with ``explanation_detail`` saying why otherwise (seq-gap 
 metric, too little history). Every number in it is finite: a metric constant before the
 alert that moved in it gets a large, finite term and is named in ``constant_before``; a
 metric with no reading in the week before the alert is left out, named in ``left_out``
-and in ``explanation_detail``. An explanation is kept and answered again only while the
+and in ``explanation_detail``; one not read at the peak for over three of its usual
+intervals (a sensor that dropped out) is left out of the peak's T², named in ``stale``
+and in ``explanation_detail``, as the live detector scores a reading on the metrics it
+holds. An explanation is kept and answered again only while the
 device's readings it was made from are unchanged: a reading that arrives late inside the
 alert's span or its reference makes it anew (and one that could not be made is not kept).
 One explanation reads at most :data:`MAX_EXPLAIN_ROWS` readings: a reference and span
@@ -193,7 +196,7 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
     used and the :func:`_fingerprint` of that range, taken before its readings were read
     (a reading arriving in between makes the next call explain anew, never the reverse)."""
     from edgewise.errors import InvalidParameterError
-    from edgewise.explain.alerts import alert_explanation
+    from edgewise.explain.alerts import STALE_GAPS, alert_explanation
 
     answer: dict[str, Any] = {"explanation": None, "explanation_detail": None}
     used, used_fp = alert.start_ns, ()
@@ -240,9 +243,13 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
             "top": [{"name": n, "value": round(c, 6)} for n, c in ex.top(8)],
             "peak": format_ns(ex.peak_ns), "reference_rows": ex.reference_rows,
             "constant_before": ex.constant_before, "left_out": ex.left_out,
+            "stale": ex.stale,
         }, "explanation_detail": " ".join(filter(None, (
             f"{', '.join(ex.left_out)} {'has' if len(ex.left_out) == 1 else 'have'} no "
             f"reading in the {said} before the alert; left out." if ex.left_out else None,
+            f"{', '.join(ex.stale)} {'was' if len(ex.stale) == 1 else 'were'} not read at "
+            f"the peak (no reading for over {STALE_GAPS:g} of its usual intervals); left "
+            f"out of it." if ex.stale else None,
             averaged))) or None}
         if not widen:
             break
