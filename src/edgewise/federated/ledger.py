@@ -49,7 +49,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,13 @@ class PrivacyLedger:
             doc = json.loads(self.path.read_text())
             if doc.get("format") != LEDGER_FORMAT or not isinstance(doc.get("rounds"), list):
                 raise ValueError(f"not an {LEDGER_FORMAT} document")
-            return list(doc["rounds"])
+            rounds = list(doc["rounds"])
+            for i, entry in enumerate(rounds):
+                why = _entry_problem(entry)
+                if why:
+                    raise ValueError(f"entry {i + 1} of {len(rounds)}, "
+                                     f"{json.dumps(entry)[:200]}: {why}")
+            return rounds
         except (OSError, ValueError, AttributeError) as exc:
             raise PrivacyBudgetError(
                 f"Privacy ledger {self.path} cannot be read ({exc}); what this device has "
@@ -304,6 +310,31 @@ def _uncountable(entries: list[LedgerEntry]) -> str:
                      f"multiplier {e.noise_multiplier!r}, sampling rate {e.sampling_rate!r}, "
                      f"steps {e.steps!r}" for e in bad[:3]) + (
         f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+
+
+#: What every device ledger entry must hold (the others have defaults).
+_REQUIRED = tuple(name for name, f in LedgerEntry.__dataclass_fields__.items()
+                  if f.default is MISSING and f.default_factory is MISSING)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What makes ``entry`` no device ledger entry, or ``None``: an entry that is no object,
+    or lacks a field of :class:`LedgerEntry` without a default, must refuse the ledger in
+    one line, not end the device's every round (and ``federate client``) in a
+    ``TypeError``. A mechanism of the wrong type or value is left to
+    :func:`~edgewise.federated.privacy.countable_mechanism` (counted as infinite).
+
+    >>> _entry_problem({"run": "1", "server_round": 1})
+    "'noise_multiplier', 'sampling_rate', 'steps', 'records', 'batch_size' missing"
+    >>> _entry_problem(3)
+    'not an object'
+    """
+    if not isinstance(entry, dict):
+        return "not an object"
+    missing = [name for name in _REQUIRED if name not in entry]
+    if missing:
+        return f"{', '.join(map(repr, missing))} missing"
+    return None
 
 
 def _entries(rounds: list[dict[str, Any]]) -> list[LedgerEntry]:
@@ -573,6 +604,24 @@ class RunLedger:
         if not self._of("aggregated"):
             rounds |= set(range(1, done + 1))
         return rounds
+
+    def unrecorded_rounds(self, done: int) -> list[int]:
+        """The rounds of ``1..done`` (a checkpoint's) of which the ledger records nothing
+        (no ``record``, ``device`` or ``aggregated`` entry). Each entry is written, durably,
+        before the checkpoint of its round, so a private run's checkpoint never holds a
+        round its ledger lacks; one that does was paired with a ledger older than itself
+        (restored from another time, copied from another run) or cut short, and what those
+        rounds spent is unknown.
+
+        >>> led = RunLedger()
+        >>> led.record_round(1, {"7": (1.0, 0.05, 20)})
+        >>> led.aggregated_round(1)
+        >>> led.unrecorded_rounds(3)
+        [2, 3]
+        """
+        seen = {int(r["round"]) for r in self.rounds
+                if r.get("kind") in ("record", "device", "aggregated")}
+        return [r for r in range(1, int(done) + 1) if r not in seen]
 
     def resume_conflict(self, *, noise_multiplier: float, num_devices: int,
                         sample_size: int | None, done: int = 0,

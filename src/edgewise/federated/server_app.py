@@ -924,7 +924,10 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
     model kind), no rounds left, another aggregation rule than the checkpoint records
     (``strategy``, when given, with ``robust``, ``num_malicious``, ``beta`` and
     ``num_devices``: the signed manifest names one rule, strategy and fleet size for every
-    round of the model), no privacy ledger for a private run, or
+    round of the model), no privacy ledger for a private run, or one that records nothing
+    of a round the checkpoint holds (a ledger older than its checkpoint, whose ε would
+    leave those rounds out: :meth:`~edgewise.federated.ledger.RunLedger.unrecorded_rounds`),
+    or
     settings under which no single ε covers the model (device-level noise added, changed or
     dropped after rounds aggregated otherwise, DP-SGD asked for after rounds trained
     without it: :meth:`~edgewise.federated.ledger.RunLedger.resume_conflict`), or a
@@ -983,6 +986,15 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                                  dp_sgd=dp_sgd_epsilon > 0)
     if why:
         raise FederatedRunError(f"Cannot resume from {ckpt}: {why}")
+    missing = ledger.unrecorded_rounds(done) if dp_noise > 0 or dp_sgd_epsilon > 0 else []
+    if missing:
+        raise FederatedRunError(
+            f"Cannot resume from {ckpt}: it holds {done} round(s), but its privacy ledger "
+            f"{ledger.path} records nothing of round(s) {_rounds_in_words(missing)} (a ledger "
+            "older than the checkpoint, restored or copied from another time, or cut "
+            "short): what they spent is unknown, and the epsilon of the resumed model "
+            "would leave them out. Restore the ledger written with this checkpoint, or "
+            "start afresh without --resume.")
     if stats_bounds is not None:
         why = _stats_resume_conflict(
             ledger.stats_release(), stats_bounds,
@@ -1001,6 +1013,15 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                 f"epsilon {spent:.4g} of the budget --dp-epsilon {dp_sgd_epsilon:g}; nothing "
                 "is left for more rounds. Start afresh without --resume.")
     return done
+
+
+def _rounds_in_words(rounds: list[int]) -> str:
+    """Round numbers for a message, the first ten and how many more.
+
+    >>> _rounds_in_words([2, 3]), _rounds_in_words(list(range(1, 13)))
+    ('[2, 3]', '[1, 2, 3, 4, 5, 6, 7, 8, 9, 10] and 2 more')
+    """
+    return str(rounds[:10]) + (f" and {len(rounds) - 10} more" if len(rounds) > 10 else "")
 
 
 def _stats_resume_conflict(release: dict[str, Any] | None, bounds: StatsBounds,
