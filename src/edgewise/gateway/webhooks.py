@@ -293,6 +293,43 @@ def webhook_secret(data_dir: Path, configured: str = "") -> tuple[bytes, Path | 
     return made.encode(), path
 
 
+class _HiddenUrls(logging.Filter):
+    """On the ``httpx`` logger: each record that names a webhook's URL (httpx logs every
+    request at INFO, ``HTTP Request: POST <url> "HTTP/1.1 200 OK"``, its URL whole) names it
+    as :func:`_shown` does, with the webhook's id. A gateway whose logging was set to INFO
+    wrote the user, password, path and query of every webhook URL at every POST, which its
+    own messages never show (a Slack or Teams URL's path is its secret).
+
+    >>> f = _HiddenUrls()
+    >>> f.hide("https://u:pw@hooks.example.org/T0/XyZ?k=s", "082822e8")
+    >>> r = logging.LogRecord("httpx", logging.INFO, "", 0, "HTTP Request: %s %s", (
+    ...     "POST", httpx.URL("https://u:pw@hooks.example.org/T0/XyZ?k=s")), None)
+    >>> f.filter(r), r.getMessage()
+    (True, 'HTTP Request: POST https://hooks.example.org/… (webhook 082822e8)')
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._urls: dict[str, str] = {}  # the URL (as given and as httpx writes it): shown
+
+    def hide(self, url: str, wid: str) -> None:
+        shown = f"{_shown(url)} (webhook {wid})"
+        self._urls[url] = shown
+        with contextlib.suppress(httpx.InvalidURL, ValueError):
+            self._urls[str(httpx.URL(url))] = shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        urls = self._urls
+        if urls and isinstance(record.args, tuple):
+            record.args = tuple(urls.get(str(a), a) if isinstance(a, str | httpx.URL) else a
+                                for a in record.args)
+        return True
+
+
+_HIDDEN_URLS = _HiddenUrls()
+logging.getLogger("httpx").addFilter(_HIDDEN_URLS)
+
+
 def _check_sendable(url: str, wid: str) -> None:
     """Raise :class:`ConfigError` when the HTTP client cannot send to ``url`` at all (a
     host that is no IP address nor DNS name: ``999.1.1.1``, ``01.02.03.04``, ``xn--``),
@@ -445,6 +482,7 @@ class Webhook:
         self.id = webhook_id(url)
         self.shown = f"{self.id} ({_shown(url)})"
         _check_sendable(url, self.id)
+        _HIDDEN_URLS.hide(url, self.id)  # httpx's own log line of each POST names it whole
         self._verify = verify
         self._client = self._first_client()  # before any state is read or written
         self.path = state_dir / f"{self.id}.json"

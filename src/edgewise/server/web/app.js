@@ -131,14 +131,38 @@ async function apiPage(path, options = {}) {
     throw new NetworkError(e.message);
   }
   const text = await resp.text();
-  let body = null;
-  try { body = text ? JSON.parse(text) : null; } catch (e) { body = { detail: text }; }
+  let body = null, isJson = true;
+  try { body = text ? JSON.parse(text) : null; } catch (e) {
+    isJson = false;
+    body = { detail: plainDetail(resp, text) };
+  }
+  // a page where the gateway's JSON was due: a proxy in front answered (its sign-in page
+  // once its session expired). It was read as data: "Cannot read properties of undefined".
+  if (resp.ok && !isJson) {
+    throw new ApiError(resp.status, { detail: `Not the gateway's answer: a page came instead ` +
+      `("${body.detail}"${resp.redirected ? `, from ${new URL(resp.url).host}` : ""}). A proxy ` +
+      "in front of the gateway asking to sign in again? Reload the page." });
+  }
   if (!resp.ok) {
     if (resp.status === 401) showLogin("The token was refused: " + ((body && body.detail) || ""));
     throw new ApiError(resp.status, body);
   }
   const link = /<([^>]*)>\s*;\s*rel="?next"?/.exec(resp.headers.get("Link") || "");
   return { body, next: link ? new URL(link[1], resp.url).href : null };
+}
+
+// What an answer that is no JSON says, in one line of at most 200 characters: a page (a
+// proxy's error page in front of the gateway, nginx's "502 Bad Gateway" while it restarts)
+// by its title, else its text. Its HTML source was flashed whole, tags and all.
+function plainDetail(resp, text) {
+  let said = text;
+  if (/html/i.test(resp.headers.get("Content-Type") || "") || /^\s*</.test(text)) {
+    const doc = new DOMParser().parseFromString(text, "text/html");  // runs nothing
+    said = doc.title || (doc.body ? doc.body.textContent : "");
+  }
+  said = said.replace(/\s+/g, " ").trim();
+  if (said.length > 200) said = `${said.slice(0, 199)}…`;
+  return said || `HTTP ${resp.status}`;
 }
 
 function setMain(...children) {

@@ -36,7 +36,20 @@ async function api(path, options = {}) {
   if (sent !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(apiUrl(path), { method: options.method || "GET", headers, body: sent,
                                    signal: options.signal });
-  const body = await resp.json().catch(() => null);
+  const text = await resp.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (e) {
+    // a page, not the gateway's JSON: a proxy in front answered (its error page, or its
+    // sign-in page once its session expired, which was read as data: "Cannot read
+    // properties of null (reading 'items')"). Said by its title.
+    const doc = new DOMParser().parseFromString(text, "text/html");  // runs nothing
+    const said = (doc.title || (doc.body ? doc.body.textContent : "")).replace(/\s+/g, " ").trim();
+    const title = said.length > 200 ? `${said.slice(0, 199)}…` : said || `HTTP ${resp.status}`;
+    if (!resp.ok) throw new Error(title);
+    throw new Error(`Not the gateway's answer: a page came instead ("${title}"` +
+      `${resp.redirected ? `, from ${new URL(resp.url).host}` : ""}). A proxy in front of the ` +
+      "gateway asking to sign in again? Reload the page.");
+  }
   if (!resp.ok) throw new Error((body && (body.detail || body.title)) || `HTTP ${resp.status}`);
   return body;
 }
@@ -51,7 +64,10 @@ function chart(item) {
   Object.entries(item.context.values).forEach(([metric, values], j) => {
     const finite = values.filter((v) => v !== null);
     const lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
-    const y = (v) => H - P - ((v - lo) / (hi - lo || 1)) * (H - 2 * P);
+    // worked out in halves (v / 2 - lo / 2): readings of +-1e308 (a float's "no value"
+    // sentinel) span more than a double holds, hi - lo was Infinity and every point NaN,
+    // which the browser refuses: no line at all, the metric seemingly without readings
+    const y = (v) => H - P - ((v / 2 - lo / 2) / (hi / 2 - lo / 2 || 1)) * (H - 2 * P);
     const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H,
                            "data-metric": metric, "data-points": finite.length });
     s.append(svg("rect", { x: x(item.start_ns), y: 0, height: H, "data-window": "1",
