@@ -613,7 +613,9 @@ def server(
     insecure mode (unencrypted: loopback or a trusted network). With --supernode-keys only
     the devices holding those keys' private halves may join. One server per --data-dir:
     a second one there is refused while the first runs."""
-    from edgewise.federated.deploy import FleetBusyError, LocalFleet
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import RUN_DEFAULTS, FleetBusyError, LocalFleet
+    from edgewise.federated.privacy import check_device_dp
 
     _check_data_dir(data_dir)
     restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
@@ -644,14 +646,14 @@ def server(
     _check_secagg(secagg, strategy, dp_noise, clients=min_available or clients,
                   clients_option="--min-available" if min_available else "--clients")
     _check_epsilon(dp_epsilon)
-    if not 0 <= dp_noise < float("inf"):
-        raise fail(f"--dp-noise must be a finite number >= 0 (0: no device-level DP). "
-                   f"Got {dp_noise}.")
+    try:  # the rule run_federated and the ServerApp's run config keep too
+        check_device_dp(dp_noise, dp_clip, float(RUN_DEFAULTS["dp-delta"]),
+                        names=("--dp-noise", "--dp-clip", "--dp-delta"))
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
     if dp_noise > 0 and strategy != "fedavg":
         raise fail(f"--dp-noise {dp_noise:g} needs --strategy fedavg (device-level DP is "
                    f"accounted for the mean only). Got --strategy {strategy}.")
-    if dp_noise > 0 and not 0 < dp_clip < float("inf"):
-        raise fail(f"--dp-clip must be a finite number > 0 with --dp-noise. Got {dp_clip}.")
     _check_at_least("--rounds", rounds, 1)
     _check_dp_noise_accountable(dp_noise, rounds=rounds, devices=min_available or clients)
     if not 1 <= port <= 65535:

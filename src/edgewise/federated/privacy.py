@@ -50,6 +50,7 @@ __all__ = [
     "Mechanism",
     "PrivacyReport",
     "ceil_significant",
+    "check_device_dp",
     "composed_epsilon",
     "countable_mechanism",
     "device_level_epsilon",
@@ -85,6 +86,37 @@ MIN_NOISE = 1e-2
 Mechanism = tuple[float, float, int]
 
 _ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [80, 128, 256, 512]
+
+
+def check_device_dp(noise_multiplier: float, clipping_norm: float, delta: float = 1e-5, *,
+                    names: tuple[str, str, str] = ("dp_noise", "dp_clip", "dp_delta")) -> None:
+    """Refuse device-level DP parameters out of range, in one line naming the parameter (as
+    ``names`` spells it: ``dp_noise`` for the Python API, ``dp-noise`` for a run config,
+    ``--dp-noise`` for the CLI), its value and the range allowed, before anything runs.
+
+    The noise multiplier must be a finite number >= 0 (0: no device-level DP; a NaN or a
+    negative one ran silently without DP), the clipping norm a finite number > 0 when the
+    noise is > 0 (a NaN or an infinite one left every update unclipped: Flower's scale is
+    ``min(1, C / norm)``, and the noise's sd ``z * C / m`` was NaN or inf, so the published
+    model was all NaN), and delta a number in (0, 1) (checked otherwise only when the ε is
+    computed, after the rounds ran).
+
+    >>> check_device_dp(1.0, 0.5)
+    >>> check_device_dp(1.0, float("nan"), names=("--dp-noise", "--dp-clip", "--dp-delta"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --dp-clip must be a finite number > 0 with --dp-noise > 0. Got nan.
+    """  # noqa: E501
+    noise, clip, d = names
+    if not 0 <= noise_multiplier < math.inf:
+        raise InvalidParameterError(f"{noise} must be a finite number >= 0 (0: no device-level "
+                                    f"DP). Got {noise_multiplier}.")
+    if noise_multiplier > 0 and not 0 < clipping_norm < math.inf:
+        raise InvalidParameterError(f"{clip} must be a finite number > 0 with {noise} > 0. "
+                                    f"Got {clipping_norm}.")
+    if not 0 < delta < 1:
+        raise InvalidParameterError(f"{d} must be a number between 0 and 1, both excluded. "
+                                    f"Got {delta}.")
 
 
 def rdp_epsilon(

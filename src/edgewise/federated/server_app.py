@@ -63,11 +63,12 @@ from edgewise.federated._grid import DelegatingGrid
 from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.ledger import PrivacyBudgetError, RunLedger
 from edgewise.federated.model import build_model
-from edgewise.federated.privacy import Mechanism, PrivacyReport
+from edgewise.federated.privacy import Mechanism, PrivacyReport, check_device_dp
 from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE, StatsBounds
 from edgewise.federated.strategies import (
     WITHOUT_DP_SGD_KEY,
     DPSGDScreen,
+    RejectedUpdate,
     RobustStrategy,
     aggregate_train_metrics,
     decode_arrays,
@@ -99,8 +100,9 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
     The released model is the global model plus the sum of the clipped updates received
     (each clipped to ``C``), divided by ``m`` (``num_sampled_clients``, configured, not
     counted from the replies), plus Gaussian noise of sd ``z * C / m`` (Flower's). A device
-    that dropped out, failed, was refused by the screen, or sent arrays that cannot be read
-    (:func:`~edgewise.federated.strategies.decode_arrays`) counts as a 0 update (the global
+    that dropped out, failed, was refused by the screen, sent arrays that cannot be read
+    (:func:`~edgewise.federated.strategies.decode_arrays`) or holding NaN or Inf (left out
+    here even without the screen, listed in :attr:`events`) counts as a 0 update (the global
     model sent back), which is inside the clip. Replacing one device's clipped update
     moves the release by at most ``2 C / m`` whatever the number ``k`` of updates averaged,
     so every round is a Gaussian mechanism of noise multiplier ``z / 2`` against one device
@@ -130,6 +132,11 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
         #: instead of the weight its device reported (the run's round: Flower's plus
         #: :attr:`round_offset`, the rounds a resumed run had done).
         self.reweighted: list[tuple[int, int, Any]] = []
+        #: Each update left out here for holding NaN or Inf (reason ``non-finite``), which
+        #: the robust screen refuses before this when there is one (``robust=False`` has
+        #: none): clipped, a NaN stayed NaN (Flower's scale is ``min(1, C / NaN)`` = 1) and
+        #: the whole released model became NaN.
+        self.events: list[RejectedUpdate] = []
         self.round_offset = 0
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -209,6 +216,14 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
                 log.warning("round %d: update from node %d does not hold the model's "
                             "arrays (or one cannot be read); it counts as a 0 update",
                             self.round_offset + server_round, int(msg.metadata.src_node_id))
+                continue
+            if not all(np.isfinite(a).all() for a in update):
+                run_round = self.round_offset + server_round
+                node = int(msg.metadata.src_node_id)
+                self.events.append(RejectedUpdate(run_round, node, "non-finite",
+                                                  "NaN or Inf in the update"))
+                log.warning("round %d: update from node %d rejected (NaN or Inf in the "
+                            "update); it counts as a 0 update", run_round, node)
                 continue
             _clip_update(update, reference, self.clipping_norm)  # in place: model + clipped
             for t, a, r in zip(total, update, reference, strict=True):
@@ -780,10 +795,19 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
 
 def _save_checkpoint(path: Path, arrays: ArrayRecord, server_round: int,
                      norm: ConditionNormaliser) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, __round__=np.array(server_round), __norm_mean__=norm.mean,
+    """Write the checkpoint after ``server_round`` atomically and durably (as the run ledger
+    is written: synced, renamed over ``path``, the folder synced), so a power loss leaves
+    the previous checkpoint or this one, whole. (It was renamed over without a sync: after
+    a power loss the rename could survive and the data not, an empty or partial file that
+    ``--resume`` could not read.)"""
+    import io
+
+    from edgewise._private import replace_atomically
+
+    buf = io.BytesIO()
+    np.savez(buf, __round__=np.array(server_round), __norm_mean__=norm.mean,
              __norm_std__=norm.std, **{f"p:{k}": v.numpy() for k, v in arrays.items()})
-    tmp.replace(path)
+    replace_atomically(path, buf.getvalue())
 
 
 def rule_path(checkpoint: str | Path) -> Path:
@@ -1268,6 +1292,9 @@ def run_federated(
     The rule is built, and a condition it cannot meet refused
     (:class:`~edgewise.errors.InvalidParameterError`), before any device is asked anything.
     """
+    # Before anything runs: a NaN clip or noise published a NaN model, a negative or NaN
+    # noise ran without the DP asked for (the CLI's checks, in one place).
+    check_device_dp(dp_noise, dp_clip, dp_delta)
     stats_noise = _stats_noise(stats_bounds, stats_share, dp_sgd_epsilon, dp_delta)
     if secagg:
         return _run_secagg(grid, kind=kind, n_features=n_features, n_conditions=n_conditions,
@@ -1330,6 +1357,7 @@ def run_federated(
                                         if stats_bounds is not None else None)
         initial = ArrayRecord(template)
     inner: Strategy = rule
+    dp: _DeviceDP | None = None
     if dp_noise > 0:
         # The screen goes outside Flower's DP wrapper, so that a malformed update (wrong
         # shape, NaN, wrong dtype) is refused before the wrapper clips it; a refused update
@@ -1404,7 +1432,8 @@ def run_federated(
         strategy=strategy + ("+robust" if robust else "") + ("+dp" if dp_noise > 0 else ""),
         wire=wire.entries,
         rejected=stats_refused + ([e.__dict__ for e in robust_rule.events]
-                                  if robust_rule else []),
+                                  if robust_rule else [])
+        + ([e.__dict__ for e in dp.events] if dp is not None else []),
         skipped_rounds=list(robust_rule.skipped_rounds) if robust_rule else [],
         train_metrics=train_metrics, evaluate_metrics=eval_metrics,
     )
@@ -1580,6 +1609,9 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         Path(str(rc["data-dir-publish"]))
     name = f"federated-{dataset}"
     target = str(rc.get("rollout-target", DEFAULT_TARGET))
+    dp_noise, dp_clip, dp_delta = (float(rc.get("dp-noise", 0.0)), float(rc.get("dp-clip", 1.0)),
+                                   float(rc.get("dp-delta", 1e-5)))
+    check_device_dp(dp_noise, dp_clip, dp_delta, names=("dp-noise", "dp-clip", "dp-delta"))
     # a release the registry would refuse after training (a device of the group rolled back
     # on this model, …) is refused before the devices spend their privacy budget on it
     check_target(publish_dir, target, name=name)
@@ -1612,8 +1644,7 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         num_malicious_nodes=int(rc.get("num-malicious", 0)),
         beta=float(rc.get("beta", 0.0)),
         min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
-        dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
-        dp_delta=float(rc.get("dp-delta", 1e-5)),
+        dp_noise=dp_noise, dp_clip=dp_clip, dp_delta=dp_delta,
         dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
         dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
         round_timeout=float(rc.get("round-timeout", 120.0)),
