@@ -837,12 +837,44 @@ def _load(path: str | Path, name: str) -> tuple[bytes, str, str]:
     p = check_csv_file(path, name)
     where = f"{name} {str(p)!r}"
     data = _without_bom(_read_bytes(p, where, gz=_gzipped(p)))
+    hinted, data = _separator_line(data, where)
     with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="replace") as f:
         head = f.readline()
         sample = list(itertools.islice(f, _SAMPLE_LINES))
     if not head.strip():
         raise QualityError(f"{where} is empty; expected a header row and data rows.")
-    return data, separator(head, sample), where
+    return data, hinted or separator(head, sample), where
+
+
+#: A spreadsheet's first line naming the field separator (``sep=;``), before the header.
+_SEP_LINE = re.compile(rb"sep=(.?)\r?(\n|$)", re.IGNORECASE)
+
+
+def _separator_line(data: bytes, where: str) -> tuple[str | None, bytes]:
+    r"""The separator a first line ``sep=X`` of ``data`` names (as Excel writes it before the
+    header, so that the file opens in columns), and ``data`` without that line; ``None`` and
+    ``data`` as it is where there is no such line. Only ``,`` and ``;`` are read (one that
+    names another is refused in one line naming ``where``), as the file would be without it.
+
+    >>> _separator_line(b"sep=;\r\nzeit;temp\r\n", "File 'x.csv'")
+    (';', b'zeit;temp\r\n')
+    >>> _separator_line(b"zeit,temp\n", "File 'x.csv'")
+    (None, b'zeit,temp\n')
+    >>> _separator_line(b"sep=|\na|b\n", "File 'x.csv'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: File 'x.csv' line 1, 'sep=|', names the field separator '|'; only comma- or semicolon-separated files are read: save it with ',' or ';' (or remove the sep= line).
+    """  # noqa: E501
+    hint = _SEP_LINE.match(data)
+    if hint is None:
+        return None, data
+    sep = hint.group(1).decode("latin-1")
+    if sep not in (",", ";"):
+        raise QualityError(
+            f"{where} line 1, 'sep={sep}', names the field separator {sep!r}; only comma- or "
+            "semicolon-separated files are read: save it with ',' or ';' (or remove the sep= "
+            "line).")
+    return sep, data[hint.end():]
 
 
 def _parse(data: bytes, sep: str, where: str, text: bool) -> pd.DataFrame:
@@ -985,6 +1017,11 @@ def _refuse_extra_fields(data: bytes, sep: str, encoding: str, where: str) -> No
 
 
 _DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"
+#: A decimal-comma number with its thousands grouped (``1.013,25``), as a spreadsheet's
+#: number format ``#.##0,00`` writes it: by points (German) or by spaces, plain, no-break
+#: or narrow no-break (French), one kind throughout; unambiguous with its comma.
+_GROUPED_COMMA = r"^[+-]?\d{1,3}(?P<g>[. \u00a0\u202f])\d{3}(?:(?P=g)\d{3})*,\d*$"
+_GROUPING = r"[. \u00a0\u202f]"
 #: The cells ``pd.read_csv`` reads as missing by default (its documented ``na_values``):
 #: what a ``text=True`` read leaves as written and the numeric read takes for empty.
 _NA_TEXT = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
@@ -997,23 +1034,31 @@ def _decimal_commas(df: pd.DataFrame, text: bool = False) -> None:
     file from a European spreadsheet) into numbers, in place (with ``text``, into the same
     text with a decimal point). A column is looked at when one of its cells is such a
     number with a comma; then each cell that is a number in that notation is converted,
-    cell by cell, and any other cell (``ERR``, ``1.234,5``) is left as written, for the
+    cell by cell, and any other cell (``ERR``, ``1,234.5``) is left as written, for the
     numeric check to name or the quality report to count as invalid. A column whose every
-    non-empty cell is converted becomes a float column.
+    non-empty cell is converted becomes a float column. A number whose thousands are
+    grouped (:data:`_GROUPED_COMMA`) before its decimal comma (``1.013,25``) is read too,
+    without them.
 
     >>> df = pd.DataFrame({"v": ["1,5", "ERR", "2", None], "t": ["a", "b", "c", "d"]})
     >>> _decimal_commas(df)
     >>> df["v"].tolist(), df["t"].tolist()
     ([1.5, 'ERR', 2.0, nan], ['a', 'b', 'c', 'd'])
+    >>> df = pd.DataFrame({"p": ["1.013,25", "998,5", "-12.345.678,0", "1\u202f013,5"]})
+    >>> _decimal_commas(df)
+    >>> df["p"].tolist()
+    [1013.25, 998.5, -12345678.0, 1013.5]
     """
     for col in df.columns:
         raw = df[col]
         if raw.dtype != object and not pd.api.types.is_string_dtype(raw):
             continue
         cells = raw.astype(object).where(raw.notna(), "").astype(str).str.strip()
-        number = cells.str.fullmatch(_DECIMAL_COMMA)
+        grouped = cells.str.fullmatch(_GROUPED_COMMA)
+        number = cells.str.fullmatch(_DECIMAL_COMMA) | grouped
         if not (number & cells.str.contains(",", regex=False)).any():
             continue
+        cells = cells.where(~grouped, cells.str.replace(_GROUPING, "", regex=True))
         points = cells.str.replace(",", ".", regex=False)
         if text:  # the numbers only; NA and any other text stay as written
             df[col] = points.where(number, raw)

@@ -170,10 +170,10 @@ def test_columns_with_no_number_are_named(tmp_path: Path):
     only one."""
     f = tmp_path / "eu.csv"
     f.write_text("timestamp;leistung;temp\n" + "".join(
-        f"2024-01-01T00:{i:02d}:00Z;1.2{i:02d},5;{20 + i % 3}\n" for i in range(60)))
+        f"2024-01-01T00:{i:02d}:00Z;{i},5 kW;{20 + i % 3}\n" for i in range(60)))
     res = detect_table(read_table(f), detector="ewzscore")
     assert res.columns == ["temp"]
-    assert res.left_out == {"leistung": "(no value is a number: row 1 has '1.200,5')"}
+    assert res.left_out == {"leistung": "(no value is a number: row 1 has '0,5 kW')"}
     with pytest.raises(QualityError, match=r"no numeric column to run a detector on \(left "
                                            r"out: 'leistung' \(no value is a number: row 1"):
         detect_table(read_table(f).drop(columns="temp"))

@@ -184,7 +184,7 @@ def test_the_run_says_which_detector_why_and_what_it_left_out(tmp_path: Path):
     rng = np.random.default_rng(0)
     n = 300
     a = rng.standard_normal(n)
-    lines = [f"{1704067200 + 60 * i};{20 + a[i]:.3f};{2 * a[i]:.3f};1.{i:03d},5;"
+    lines = [f"{1704067200 + 60 * i};{20 + a[i]:.3f};{2 * a[i]:.3f};{i},5 kWh;"
              f"{int(i in (10, 250))}" for i in range(n)]
     src = tmp_path / "eu.csv"
     src.write_text("timestamp;flow;pressure;energy;anomaly\n" + "\n".join(lines) + "\n")
@@ -193,7 +193,7 @@ def test_the_run_says_which_detector_why_and_what_it_left_out(tmp_path: Path):
     out = p.stdout.splitlines()
     assert ("detector mahalanobis (the default for 2 columns; not drift-residual: "
             "--train-rows 20 is under the 200 rows it needs") in out[0]
-    assert "energy: left out (no value is a number: row 1 has '1.000,5')" in out
+    assert "energy: left out (no value is a number: row 1 has '0,5 kWh')" in out
     assert ("note: 1 labelled anomaly lies in the 20 training rows (--train-rows): learned "
             "as normal, never flagged, left out of the metrics") in out
     p = edgewise("detect", str(src), "--train-rows", str(n), "--label-column", "anomaly")

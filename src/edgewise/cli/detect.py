@@ -26,10 +26,15 @@ ClockColumn = Annotated[
 Columns = Annotated[
     str | None, typer.Option("--columns", help="Comma-separated metric columns.")
 ]
+#: The names --help lists for --detector: :data:`edgewise.detect.DETECTORS`' (a test keeps
+#: them alike), written out so that the command line need not import the detectors.
+DETECTOR_NAMES = ("context-art", "context-likelihood", "drift-residual", "ewzscore",
+                  "long-run-residual", "mahalanobis", "per-metric-residual", "river-hst",
+                  "state-aware")
 DetectorName = Annotated[
     str | None, typer.Option(
-        "--detector", help="Detector name; default by column count and --train-rows (the "
-                           "run says which and why).")
+        "--detector", help=f"Detector: {', '.join(DETECTOR_NAMES)}. Default by column count "
+                           "and --train-rows (the run says which and why).")
 ]
 TrainRows = Annotated[
     int, typer.Option("--train-rows", help="First N rows are normal: learned, not flagged. "
@@ -248,7 +253,13 @@ def detect(
         rate_text,
         scored_rows,
     )
-    from edgewise.tables import check_csv_file, header_as_written, read_tables
+    from edgewise.tables import (
+        TIME_NAMES,
+        check_csv_file,
+        find_time_column,
+        header_as_written,
+        read_tables,
+    )
 
     check_threshold(threshold)
     check_detector(detector)
@@ -288,6 +299,10 @@ def detect(
     )
     for col, why in result.left_out.items():
         typer.echo(f"{col}: left out {why}")
+    if time_column is None and find_time_column(df) is None:  # nothing checked the order
+        typer.echo(f"note: no time column found (none is named {', '.join(TIME_NAMES)}): "
+                   "rows are scored in file order, not checked to be sorted or unique; name "
+                   "the time column with --time-column")
     if label_column in OUTPUT_COLUMNS:
         typer.echo(f"{label_column}: the label column, kept as {label_column}_label "
                    f"({label_column} holds this run's flags)")
