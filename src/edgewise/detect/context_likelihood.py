@@ -1160,6 +1160,30 @@ class ContextLikelihood(Detector):
         """
         return bool(self.counter_[_CMODE] >= _COUNTER)
 
+    def learnable(self, v: float) -> float:
+        """What to learn of a reading ``v`` that the gateway's cleaner flagged as a spike:
+        ``v`` held to the seen range widened by ``escalate`` (at least 1) times its width
+        on either side, so one glitch (a 65535 error code in a 20 +- 0.5 stream) widens
+        what is normal by one width, not to 65535 (which made a later 20 sd spike score
+        0.66); a spike that recurs widens it again,
+        so a stream whose spikes are its normal still learns them. ``v`` itself while a
+        member warms up, on a counter (or while probing for one), or where the range has
+        no width yet.
+
+        >>> det = ContextLikelihood(warmup=20, warmup_spread=0)
+        >>> _ = det.score_many(20 + np.sin(np.arange(40.0)))
+        >>> round(det.learnable(65535.0), 3), det.learnable(20.5)
+        (23.0, 20.5)
+        """
+        if self._counter_path or self.warming_up or not math.isfinite(v):
+            return v
+        lo = float(self.state_[:, _MN].min())
+        hi = float(self.state_[:, _MX].max())
+        reach = max(float(self.escalate), 1.0) * (hi - lo)
+        if not reach > 0.0:
+            return v
+        return min(max(v, lo - reach), hi + reach)
+
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Update the detector with one reading (NaN-only readings are ignored)."""
         v = first_finite(x)

@@ -269,6 +269,13 @@ class StateAware(Detector):
         good (see :attr:`ContextLikelihood.warming_up`); False for one without."""
         return bool(getattr(self.base_, "warming_up", False))
 
+    def learnable(self, v: float) -> float:
+        """What to learn of a reading ``v`` flagged as a spike: the level detector's
+        ``learnable`` (:meth:`ContextLikelihood.learnable`), ``v`` itself on a stream that
+        may be two-state or for a level detector without one."""
+        held = getattr(self.base_, "learnable", None)
+        return v if self.two_ is not None or held is None else float(held(v))
+
     def score_one(self, x: Mapping[str, float]) -> float:
         two = self.two_
         if two is not None:

@@ -18,7 +18,9 @@ stored_positions``: a re-delivery, or a conflict with the value it holds; only w
 store holds is scored);
 ``spike`` and ``stuck`` readings are flagged and counted but scored as they are (a spike
 is what the detectors are for); a spike is not learned while its level detector is in the
-warm-up that fixes its range for good (one glitch there would blind it), nor by the
+warm-up that fixes its range for good (one glitch there would blind it), and after it is
+learned held to one width beyond the range seen (``learnable``: one 65535 error code
+made every later spike below it unremarkable); nor is it learned by the
 fast-stream gate's running mean and deviation, nor by the cross-sensor gate
 (:mod:`edgewise.gateway.cross_sensor`), which caps the alarms of a fast device's
 operating changes that its sensors agree on, nor by the device's multivariate detector
@@ -1224,11 +1226,15 @@ class Pipeline:
             spike = i in spikes
             # a spike in the warm-up would fix the level detector's range (and its symbol
             # grid) for good and blind it to later faults inside that range: scored (0 in
-            # the warm-up), stored, counted, not learned. A two-valued stream's switch is
-            # not for the cleaner to call a spike.
-            if not (spike and getattr(det, "warming_up", False)
-                    and not getattr(det, "two_valued_", False)):
+            # the warm-up), stored, counted, not learned. After it, a spike is learned held
+            # to one width beyond the seen range (learnable): one 65535 glitch no longer
+            # widens what is normal to 65535. A two-valued stream's switch is not for the
+            # cleaner to call a spike.
+            if not spike or getattr(det, "two_valued_", False):
                 det.learn_one(x)
+            elif not getattr(det, "warming_up", False):
+                held = getattr(det, "learnable", None)
+                det.learn_one(x if held is None else {r.metric: held(r.value)})
             counter = getattr(det, "is_counter", False)
             prev = self._counter_last.get(key)
             if math.isfinite(r.value) and (prev is None or r.ts_ns >= prev[0]):
