@@ -64,9 +64,6 @@ def _queue(chromium, base: str, token: str, device: str, **context):
     return page
 
 
-# the queue's scoring of such readings warns of an overflow (numpy's sum): a warning in a
-# gateway, an error under this suite's warning filter (the request's 500)
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_a_metric_at_plus_and_minus_1e308_is_drawn_in_the_label_queue(chromium, served) -> None:
     """Check each window of SENTINEL draws ``edge`` as a line whose every point is a finite
     number inside the chart, top and bottom both reached. Its points were all "x,NaN": no

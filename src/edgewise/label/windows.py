@@ -121,6 +121,32 @@ def _robust_scale(a: np.ndarray) -> tuple[float, float]:
     return med, max(scale, 1e-9 * abs(med), 1e-300)
 
 
+def _in_magnitude_units(X: np.ndarray) -> np.ndarray:
+    """The readings ``X`` with each metric (column) in units of its magnitude: divided by
+    the power of two at or above its largest finite |reading|, so they lie within [-1, 1].
+
+    Windows are scored and described by sums, squares and differences of readings (the
+    detectors' running mean and variance, the median of two middle readings, steps): a
+    metric reaching +-1e308 (a float's "no value" sentinel) overflowed them, with numpy's
+    "overflow encountered" warning, and every window of the label queue scored 0.0 (and
+    one near 1e-301 sank below the detectors' absolute floor, to the same effect). Scores
+    and features are the same in any units, and dividing by a power of two is exact, so a
+    metric's windows rank as those of the same readings scaled down (or up) would. NaN and
+    +-inf stay as they are (missing; out of range); a metric with no finite reading other
+    than 0 is left as it is.
+
+    >>> _in_magnitude_units(np.array([[1e308, 3.0], [-1e308, np.inf], [np.nan, -5.0]])
+    ...                     ).round(3).tolist()
+    [[0.556, 0.375], [-0.556, inf], [nan, -0.625]]
+    """
+    X = np.asarray(X, dtype=float)
+    shaped = X.reshape(len(X), -1)
+    finite = np.where(np.isfinite(shaped), np.abs(shaped), 0.0)
+    top = finite.max(axis=0) if len(shaped) else np.zeros(shaped.shape[1])
+    _, exp = np.frexp(top)  # top = m * 2**exp, 0.5 <= m < 1 (exp 0 for a metric at 0)
+    return np.ldexp(shaped, -exp).reshape(X.shape)
+
+
 def windows_from_series(
     values: np.ndarray,
     ts_ns: np.ndarray,
@@ -166,6 +192,7 @@ def windows_from_series(
             f"Device {device_id!r} has no readings to cut into windows (values and ts_ns "
             "are empty); give its history of at least one reading.", field="values",
             value=0)
+    X = _in_magnitude_units(X)  # sums and squares of readings near 1e308 overflowed
     factories = list(ensemble) if ensemble is not None else default_ensemble()
     point = np.zeros((T, len(factories)))
     for j, make in enumerate(factories):

@@ -493,8 +493,12 @@ def _context(rows: dict[str, tuple[np.ndarray, np.ndarray]], ts: np.ndarray,
         i, j = np.searchsorted(at, [int(ts[a]), int(ts[b - 1]) + 1])
         slot = np.searchsorted(shown, at[i:j], side="right") - 1  # the shown time at or before
         n = np.bincount(slot, minlength=len(shown))
-        total = np.bincount(slot, weights=vals[i:j], minlength=len(shown))
-        values[m] = [round(float(total[k] / n[k]), 6) if n[k] else None
+        # summed in units of the metric's magnitude (a power of two: exact), so two
+        # readings of 1e308 in one slot average to 1e308, not to inf (which no JSON holds:
+        # the request failed)
+        _, exp = np.frexp(np.abs(vals[i:j]).max(initial=0.0))
+        total = np.bincount(slot, weights=np.ldexp(vals[i:j], -exp), minlength=len(shown))
+        values[m] = [round(float(np.ldexp(total[k] / n[k], exp)), 6) if n[k] else None
                      for k in range(len(shown))]
     return {"ts_ns": [int(t) for t in shown], "values": values}
 
