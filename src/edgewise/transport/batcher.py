@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 
 from edgewise.transport.base import Handler, Message, Outcome
@@ -100,6 +101,8 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.messages = 0
+        # per kind of failed-commit line: when it was last logged, and how many since not
+        self._logged: dict[str, tuple[float, int]] = {}
 
     async def start(self) -> None:
         """Start the consuming task on the running loop."""
@@ -201,20 +204,39 @@ class Batcher:
             return batch, list(outcomes)
         except Exception as exc:
             if len(batch) == 1:
-                log.error("commit of a message from %r failed; not acknowledged: %s",
-                          batch[0].device_id, exc)
+                self._log_limited(logging.ERROR, "alone", "commit of a message from %r failed; "
+                                  "not acknowledged: %s", batch[0].device_id, exc)
                 if self.on_error is not None:
                     try:
                         await self.on_error(batch, exc)
                     except Exception:  # reporting must not end the commit loop
                         log.exception("reporting a failed commit failed")
                 return [], []
-            log.warning("commit of %d messages failed (%s); committing them in halves",
-                        len(batch), exc)
+            self._log_limited(logging.WARNING, "halves", "commit of %d messages failed (%s); "
+                              "committing them in halves", len(batch), exc)
         mid = len(batch) // 2
         first, out1 = await self._commit(loop, batch[:mid])
         second, out2 = await self._commit(loop, batch[mid:])
         return first + second, out1 + out2
+
+    #: Each kind of failed-commit line is logged at most this often.
+    LOG_EVERY_S = 10.0
+
+    def _log_limited(self, level: int, key: str, msg: str, *args: object) -> None:
+        """Log ``msg`` at most every ``LOG_EVERY_S`` seconds for ``key``, saying how many
+        were left out since. A store outage fails every commit, then every half of it, down
+        to each message alone, each one logged: 817 lines in 3 s of an outage with 3
+        devices publishing, and as many more per device."""
+        now = time.monotonic()
+        last, left_out = self._logged.get(key, (-math.inf, 0))
+        if now - last < self.LOG_EVERY_S:
+            self._logged[key] = (last, left_out + 1)
+            return
+        self._logged[key] = (now, 0)
+        more = (f" ({left_out} more such in the last {now - last:.0f} s not logged)"
+                if left_out else "")
+        log.log(level, msg + "%s; more such within %g s are not logged", *args, more,
+                self.LOG_EVERY_S)
 
     async def stop(self, *, drop_queued: bool = False) -> list[Message]:
         """Commit what is queued, then stop; a :meth:`put_wait` still waiting for room

@@ -28,6 +28,13 @@ cannot tell who sent it: unlike the embedded broker it sends no ``topic_not_allo
 letter and cannot count the message's seqs, so that device's ack stays below them (it
 keeps resending them, and a ``seq_gap`` alert shows it): the broker's ACL and the devices'
 topics must agree.
+A broker that instead closes the gateway's connection on a publish its ACL refuses (HiveMQ,
+EMQX with ``deny_action = disconnect``, AWS IoT) would be closed on the same ack again at
+every reconnect (paho sends it again): after ``ACL_CUT_COUNT`` such closes in a row the
+gateway publishes no more of that kind (acks, or dead letters) to it for ``WITHHOLD_S``
+(10 minutes), logged as an error, so that ingest goes on; then it tries again. One that
+closes the connection on the gateway's subscription is named as that; one that refuses it
+(SUBACK 0x80) to a running gateway is asked again every ``RESUBSCRIBE_S`` (60 s).
 Mosquitto drops messages silently when a client's queue is full (1,000 by default) and
 writes its persistence file only now and then: the seq watermark and the gap alerts
 make such a loss visible, and devices resend what is not acked.
@@ -97,6 +104,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -521,18 +529,25 @@ class ExternalBroker:
         self._sent_out: deque[tuple[str, mqtt.MQTTMessageInfo]] = deque(maxlen=self.SENT_KEPT)
         self._cut_on_info: mqtt.MQTTMessageInfo | None = None  # unconfirmed at the last close
         self._cut_on_out = 0  # closes in a row with that one unconfirmed
-        self._cut_on_out_warned = -1e9
+        self._sent_lock = threading.Lock()  # _sent_out: appended on two threads, pruned
+        # the kinds of publish ("ack", "deadletter") the broker closed the connection on,
+        # and until when (time.monotonic()) they are withheld (see _withhold)
+        self._withheld: dict[str, float] = {}
         self._stopping = False
         self._closing = False  # set as stop() begins: messages are no longer taken
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._sub_mid: int | None = None
+        self._subscribed = False  # the current connection's subscription was granted
+        self._sub_cuts = 0  # connections closed in a row before their SUBACK
+        self._sub_refused = False  # the broker refused the running gateway's subscription
+        self._sub_lock = threading.Lock()  # _sub_mid, set on the loop by _resubscribe_later
         self._refused: str | None = None  # why the last connection attempt failed
         # a connection lost while running (see _on_disconnect): since when, whether its
         # loss was logged, and the reasons logged since, each at once the first time
         self._lost_at: float | None = None
         self._lost_logged = False
-        self._lost_whys: set[str] = set()
+        self._lost_whys: dict[str, float] = {}  # each reason of a failed connect: logged when
         # MQTT 3.1.1: a broker sets the retain flag only on what it replays to a new
         # subscription (see _drop_retained), as MQTT 5 does unless a subscription asks for
         # retain-as-published, which this one would have to be changed to do
@@ -600,12 +615,28 @@ class ExternalBroker:
             return self._held if device_id is None else self._held_by.get(device_id, 0)
 
     def _send(self, topic: str, payload: str | bytes, *, retain: bool = False
-              ) -> mqtt.MQTTMessageInfo:
+              ) -> mqtt.MQTTMessageInfo | None:
         """Publish an ack or dead letter at QoS 1, kept (the last ``SENT_KEPT``) so that a
-        broker closing the connection on it can be told apart (:meth:`_cut_on_publish`)."""
+        broker closing the connection on it can be told apart (:meth:`_cut_on_publish`).
+        ``None`` (nothing published) while its kind is withheld (:meth:`_withhold`)."""
+        kind = topic.rpartition("/")[2]
+        until = self._withheld.get(kind)
+        if until is not None:
+            if time.monotonic() < until:
+                return None
+            self._withheld.pop(kind, None)
+            log.warning("MQTT broker %s: publishing the gateway's %s messages again (withheld "
+                        "for %g s after the broker closed the connection on them)",
+                        self._where(), kind, self.WITHHOLD_S)
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        self._sent_out.append((topic, info))
+        with self._sent_lock:
+            self._sent_out.append((topic, info))
         return info
+
+    #: Closes in a row on one unconfirmed ack or dead letter after which its kind is
+    #: withheld (:meth:`_withhold`), and for how many seconds; then it is tried again.
+    ACL_CUT_COUNT = 5
+    WITHHOLD_S = 600.0
 
     #: How many of the latest acks and dead letters are kept for :meth:`_cut_on_publish`.
     SENT_KEPT = 64
@@ -614,8 +645,8 @@ class ExternalBroker:
         """The connection was closed by the broker (not at stop): whether an ack or dead
         letter the gateway published was unconfirmed at this close and the one before (paho
         sends it again at each reconnect): then it is no session takeover (``True``), and
-        at the ``TAKEOVER_COUNT``-th such close in a row it is logged, once every
-        ``TAKEOVER_WARN_EVERY_S``, that the broker closes the connection on it.
+        at the ``ACL_CUT_COUNT``-th such close in a row its kind is withheld
+        (:meth:`_withhold`, which logs it).
 
         Brokers that close a connection on a publish its ACL refuses (HiveMQ, EMQX with
         ``deny_action = disconnect``, AWS IoT; Mosquitto drops it without a word) did so on
@@ -623,8 +654,9 @@ class ExternalBroker:
         reconnect, at once: the gateway reconnected for ever (76 times in 8 s), received
         nothing more for any device, committed the same message again at each connection,
         and logged a session takeover or a TLS port spoken to in clear."""
-        pending = next(((t, info) for t, info in list(self._sent_out)
-                        if not _confirmed(info)), None)
+        with self._sent_lock:
+            sent = list(self._sent_out)
+        pending = next(((t, info) for t, info in sent if not _confirmed(info)), None)
         if pending is None or pending[1] is not self._cut_on_info:
             # a new one: counted from here (a takeover loop, or a broker restarting, lets
             # the gateway's publishes through between closes)
@@ -632,21 +664,41 @@ class ExternalBroker:
             self._cut_on_out = 1 if pending is not None else 0
             return False
         self._cut_on_out += 1  # the same one unconfirmed at two closes: not a takeover
-        if self._cut_on_out < self.TAKEOVER_COUNT:
-            return True
-        now = time.monotonic()
-        if now - self._cut_on_out_warned >= self.TAKEOVER_WARN_EVERY_S:
-            self._cut_on_out_warned = now
-            log.error(
-                "MQTT broker %s closed the gateway's connection %d times in a row, each time "
-                "with the gateway's publish on %s unconfirmed: the broker most likely refuses "
-                "the gateway's user to write %s and %s (its ACL), and closes the connection on "
-                "it rather than dropping the message. Nothing more is received for any device "
-                "until that is allowed (paho sends that message again at each reconnect). Let "
-                "the gateway's user write both (Mosquitto: 'topic write %s'; see the README).",
-                self._where(), self._cut_on_out, _shown_topic(pending[0]),
-                self._topic("+", "ack"), self._topic("+", "deadletter"), self._topic("+", "ack"))
+        if self._cut_on_out >= self.ACL_CUT_COUNT:
+            self._withhold(pending[0])
         return True
+
+    def _withhold(self, topic: str) -> None:
+        """The broker closed the connection ``ACL_CUT_COUNT`` times in a row on the
+        gateway's publish on ``topic``: withhold the gateway's publishes of its kind (acks,
+        or dead letters) for ``WITHHOLD_S`` seconds, those unconfirmed dropped from paho's
+        queue (which sent them again at each reconnect), so that the connection stays up
+        and ingest goes on; logged as an error naming the topic and the broker's ACL.
+
+        Before, each reconnect sent the refused ack again and was closed on it: nothing
+        more was received for any device until the broker's ACL was changed."""
+        kind = topic.rpartition("/")[2]
+        self._withheld[kind] = time.monotonic() + self.WITHHOLD_S
+        with self._sent_lock:
+            held = sum(1 for t, i in self._sent_out
+                       if t.rpartition("/")[2] == kind and not _confirmed(i))
+        # those unconfirmed are dropped from paho's queue at the next CONNACK
+        # (_drop_withheld), before paho sends that queue again: not here, in on_disconnect,
+        # which paho may call while it iterates over that queue (sending failed), and whose
+        # network thread then died of the change
+        self._cut_on_info, self._cut_on_out = None, 0
+        log.error(
+            "MQTT broker %s closed the gateway's connection %d times in a row, each time with "
+            "the gateway's publish on %s unconfirmed: the broker most likely refuses the "
+            "gateway's user to write %s (its ACL), and closes the connection on it rather "
+            "than dropping the message. So that ingest goes on for every device, the gateway "
+            "publishes no %s messages to this broker for %g s (%d unconfirmed ones dropped), "
+            "then tries again: devices get none meanwhile (telemetry is still stored; what "
+            "they resend is stored once). Let the gateway's user write %s and %s (Mosquitto: "
+            "'topic write %s'; see the README).",
+            self._where(), self.ACL_CUT_COUNT, _shown_topic(topic),
+            self._topic("+", kind), kind, self.WITHHOLD_S, held,
+            self._topic("+", "ack"), self._topic("+", "deadletter"), self._topic("+", kind))
 
     def count(self, name: str, value: float = 1.0, **labels: str) -> None:
         if self._count is not None:
@@ -663,7 +715,8 @@ class ExternalBroker:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._closing = False
-        self._refused, self._lost_at, self._lost_whys = None, None, set()
+        self._refused, self._lost_at, self._lost_whys = None, None, {}
+        self._withheld = {}
         with self._held_lock:  # what a stop left uncommitted the broker sends again
             self._held, self._held_by = 0, {}
         await self.batcher.start()
@@ -753,6 +806,7 @@ class ExternalBroker:
                     props: Any = None) -> None:
         if rc.is_failure:
             self._refused = f"it refused the connection: {rc}"
+            self._cut_short.clear()  # no takeover: see _on_connect_fail
             self._log_connect_failure(
                 f"MQTT broker {self._where()} refused the gateway: {rc}" + (
                     " (check the user name and password of --mqtt, and the broker's password "
@@ -761,6 +815,8 @@ class ExternalBroker:
         with self._ack_lock:
             self._epoch += 1
         self._connected_at = time.monotonic()
+        self._subscribed = False
+        self._drop_withheld()
         if self._lost_at is not None:
             if self._lost_logged:
                 kept = getattr(flags, "session_present", True)
@@ -770,29 +826,92 @@ class ExternalBroker:
                     "" if kept else (" with a new session (the broker had not kept the "
                                      "gateway's: telemetry published meanwhile was not queued "
                                      "for it, and devices resend what is not acked)"))
-            self._lost_at, self._lost_logged, self._lost_whys = None, False, set()
+            self._lost_at, self._lost_logged = None, False
         # start() returns once the broker has granted the subscription (SUBACK), not when
         # it was sent: a new session holds no subscription until then, and telemetry
         # published in between would be dropped by the broker
         _, self._sub_mid = client.subscribe(self._topic("+", "telemetry"), qos=1)
 
+    def _drop_withheld(self) -> None:
+        """Drop the publishes :meth:`_withhold` gave up on from paho's queue of unconfirmed
+        ones, which paho sends again once ``on_connect`` returns (paho 2: its
+        ``_out_messages``; where it is missing, nothing is dropped and the broker closes the
+        connection on them once more)."""
+        now = time.monotonic()
+        kinds = {k for k, until in list(self._withheld.items()) if now < until}
+        out = getattr(self.client, "_out_messages", None)
+        lock = getattr(self.client, "_out_message_mutex", None)
+        if not kinds or out is None or lock is None:
+            return
+        with self._sent_lock:
+            drop = [(t, i) for t, i in self._sent_out
+                    if t.rpartition("/")[2] in kinds and not _confirmed(i)]
+            self._sent_out = deque((x for x in self._sent_out if x not in drop),
+                                   maxlen=self.SENT_KEPT)
+        with lock:
+            for _, info in drop:
+                queued = out.get(info.mid)
+                if queued is not None and queued.info is info:
+                    del out[info.mid]
+
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: Any, props: Any = None) -> None:
-        if mid != self._sub_mid:
-            return
+        with self._sub_lock:
+            if mid != self._sub_mid:
+                return
         refused = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
+        topic = self._topic("+", "telemetry")
         if refused:
-            log.warning("MQTT broker refused the gateway's subscription to %s: %s",
-                        self._topic("+", "telemetry"), refused[0])
-            self._refused = (f"it refused the subscription to "
-                             f"{self._topic('+', 'telemetry')}: {refused[0]}")
+            self._refused = f"it refused the subscription to {topic}: {refused[0]}"
+            loop = self._loop
+            if not self._connected.is_set() or loop is None or self._closing:
+                log.warning("MQTT broker refused the gateway's subscription to %s: %s",
+                            topic, refused[0])
+                return  # at start(): named in its error
+            self._sub_refused = True
+            self._log_connect_failure(
+                f"MQTT broker {self._where()} refused the gateway's subscription to {topic} "
+                f"({refused[0]}): nothing is received for any device until it grants it (its "
+                f"ACL must let the gateway's user read {topic}); asked again every "
+                f"{self.RESUBSCRIBE_S:g} s")
+            with contextlib.suppress(RuntimeError):  # the loop closed: stopping
+                loop.call_soon_threadsafe(self._resubscribe_later, self._epoch)
             return
+        if self._sub_refused:
+            self._sub_refused = False
+            log.warning("MQTT broker %s granted the gateway's subscription to %s: telemetry "
+                        "is received again", self._where(), topic)
+        self._subscribed = True
+        self._sub_cuts = 0
         self._connected.set()
+
+    #: Seconds between two SUBSCRIBEs of a running gateway whose subscription the broker
+    #: refused (its ACL changed): before, it was asked once per connection, and the gateway
+    #: stayed connected receiving nothing until a restart, whatever the ACL became.
+    RESUBSCRIBE_S = 60.0
+
+    def _resubscribe_later(self, epoch: int) -> None:
+        """On the loop: subscribe again in ``RESUBSCRIBE_S`` on connection ``epoch``."""
+        assert self._loop is not None
+
+        def again() -> None:
+            self._retries.discard(handle)
+            if self._closing or epoch != self._epoch or not self.client.is_connected():
+                return  # a new connection subscribes at its connect
+            with self._sub_lock:  # its SUBACK is matched on paho's thread
+                _, self._sub_mid = self.client.subscribe(self._topic("+", "telemetry"), qos=1)
+
+        handle = self._loop.call_later(self.RESUBSCRIBE_S, again)
+        self._retries.add(handle)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its ``except OSError`` around the connect: the exception
         # being handled is the reason (DNS, a refused port, a certificate that fails)
         why = _connect_error(sys.exc_info()[1], self.cfg)
+        # no connection could be made: the broker is down or restarting, so the closes
+        # before this were none of a session takeover, where the broker is up and
+        # accepts every reconnect (a broker restarting in a loop was warned of as one)
+        self._cut_short.clear()
         self._refused = f"no connection could be made to it: {why}"
         if self._lost_at is not None:  # at start() the reason goes into its error
             self._log_connect_failure(f"MQTT broker {self._where()}: the gateway cannot "
@@ -803,12 +922,18 @@ class ExternalBroker:
 
     def _log_connect_failure(self, what: str) -> None:
         """Log a failed (re)connection at once the first time for its reason, then at most
-        every ``RECONNECT_LOG_EVERY_S`` (paho tries again every 2 s, for ever)."""
-        if what not in self._lost_whys:
-            if len(self._lost_whys) < 100:
-                self._lost_whys.add(what)
-            self._logged_at.pop("connect", None)
-        self._log_failure(what, key="connect", every=self.RECONNECT_LOG_EVERY_S)
+        every ``RECONNECT_LOG_EVERY_S`` for that reason (paho tries again every 2 s, for
+        ever), across reconnects: a broker that comes back and goes again (restarting in a
+        loop) had the same line logged at every outage, the limit starting afresh at each
+        reconnect (8 lines in 12 s)."""
+        now = time.monotonic()
+        every = self.RECONNECT_LOG_EVERY_S
+        if now - self._lost_whys.get(what, -1e9) < every:
+            return
+        if len(self._lost_whys) >= 100:  # reasons with a changing part: bounded
+            self._lost_whys.clear()
+        self._lost_whys[what] = now
+        log.warning("%s; more such within %g s are not logged", what, every)
 
     #: Seconds :meth:`stop` waits for the DISCONNECT (and the PUBACKs queued before it)
     #: to be written before it stops the network thread.
@@ -826,10 +951,21 @@ class ExternalBroker:
             return
         if since is not None and self._cut_on_publish():  # logged there: not a takeover
             return
+        # closed before the SUBACK, with nothing of the gateway's unconfirmed: a refused
+        # subscription once it is so ACL_CUT_COUNT times in a row (a takeover's close lands
+        # there now and then, a refusal every time); not counted as a takeover meanwhile
+        before_suback = (since is not None and not self._subscribed
+                         and self._cut_on_info is None)
+        if before_suback:
+            self._sub_cuts += 1
+            if self._sub_cuts >= self.ACL_CUT_COUNT:
+                self._cut_on_subscribe(rc)
+                return
         if since is None:  # closed before the CONNACK: a TLS port spoken to in clear, say
+            self._cut_short.clear()  # no takeover: see _on_connect_fail
             if not (self._refused or "").startswith("it refused"):  # no CONNACK came
                 self._refused = ("it closed the connection without answering the MQTT "
-                                 f"CONNECT ({rc})" + ("" if self.cfg["tls"] else
+                                 f"CONNECT ({rc})" + (_CLIENT_CERT_HINT if self.cfg["tls"] else
                                                       "; if the port is a TLS listener, "
                                                       "use mqtts://"))
                 if self._lost_at is not None:
@@ -839,14 +975,30 @@ class ExternalBroker:
         now = time.monotonic()
         if self._lost_at is None:
             self._lost_at = now
-            self._lost_whys = set()
             self._lost_logged = self._log_failure(
                 f"MQTT broker {self._where()}: the gateway's connection was lost after "
                 f"{now - since:.1f} s ({rc}); reconnecting every 2 s at most, nothing is "
                 "received meanwhile (devices keep and resend what is not acked)",
                 key="lost", every=self.RECONNECT_LOG_EVERY_S)
-        if getattr(rc, "is_failure", False):
+        if getattr(rc, "is_failure", False) and not before_suback:
             self._note_cut(rc, now - since)
+
+    def _cut_on_subscribe(self, rc: Any) -> None:
+        """The broker closed the connection before it granted the gateway's SUBSCRIBE, with
+        none of the gateway's publishes unconfirmed: what brokers that close the connection
+        on a subscription their ACL refuses (AWS IoT, HiveMQ, EMQX with ``deny_action =
+        disconnect``) do. Named as that (in :meth:`start`'s error, or logged at most every
+        ``RECONNECT_LOG_EVERY_S`` while running) rather than as a session takeover or a lost
+        connection."""
+        topic = self._topic("+", "telemetry")
+        self._refused = (f"it closed the connection on the gateway's subscription to {topic!r} "
+                         f"before granting it ({rc}): the broker most likely refuses the "
+                         f"gateway's user to read {topic!r} (its ACL); let it (Mosquitto: "
+                         f"'topic read {topic}'; see the README)")
+        if not self._connected.is_set():  # start() names it in its error
+            return
+        self._log_connect_failure(f"MQTT broker {self._where()}: nothing is received for any "
+                                  f"device: {self._refused}")
 
     #: A connection the broker closes within this many seconds of accepting it counts
     #: towards :meth:`_note_cut`; this many such in ``TAKEOVER_WINDOW_S`` are warned of.
@@ -1144,26 +1296,38 @@ class ExternalBroker:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
+        # through _send, as the acks: a broker closing the connection on it is told apart,
+        # and it is withheld with them (else sent again at every reconnect and closed on)
+        sent: mqtt.MQTTMessageInfo | None
         if loop is None or on_loop or loop.is_closed() or not loop.is_running():
-            info = self.client.publish(topic, b"", qos=1, retain=True)
-            if on_loop:  # the loop must not block: the publish goes out all the same
-                return info.is_published()
+            sent = self._send(topic, b"", retain=True)
+            if on_loop and sent is not None:  # the loop must not block: it goes out anyway
+                return sent.is_published()
         else:
-            done: concurrent.futures.Future[mqtt.MQTTMessageInfo] = concurrent.futures.Future()
+            done: concurrent.futures.Future[mqtt.MQTTMessageInfo | None] = (
+                concurrent.futures.Future())
 
             def publish() -> None:
                 try:
-                    done.set_result(self.client.publish(topic, b"", qos=1, retain=True))
+                    done.set_result(self._send(topic, b"", retain=True))
                 except BaseException as exc:  # handed to the waiting thread
                     done.set_exception(exc)
 
             loop.call_soon_threadsafe(publish)
             try:
-                info = done.result(timeout)
+                sent = done.result(timeout)
             except TimeoutError:
                 log.warning("clearing the retained ack on %r of deleted device %r: the gateway's "
                             "event loop did not run it within %g s", topic, device_id, timeout)
                 return False
+        if sent is None:
+            log.warning("clearing the retained ack on %r of deleted device %r: not sent, the "
+                        "broker having closed the connection on the gateway's acks (see the "
+                        "error logged then); clear it with a zero-length retained message "
+                        "(mosquitto_pub -r -n -t %r) once the broker lets the gateway write "
+                        "acks", topic, device_id, topic)
+            return False
+        info = sent
         why = _unconfirmed(info, timeout)
         if info.rc == mqtt.MQTT_ERR_NO_CONN:
             why = f"{why} (queued: it goes out when the gateway reconnects)"
@@ -1182,6 +1346,14 @@ def _shown_topic(topic: str) -> str:
     if len(topic) <= 200:
         return repr(topic)
     return f"{topic[:200]!r}... ({len(topic)} characters in all; cut here)"
+
+
+#: Said of a TLS connection the broker closed before its CONNACK: what a broker requiring a
+#: client certificate does once TLS 1.3's handshake is over (the gateway presents none), and
+#: the log only said it closed the connection without answering.
+_CLIENT_CERT_HINT = ("; if the broker requires a client certificate (Mosquitto: "
+                     "require_certificate true), the gateway has none to present: let it in "
+                     "by user name and password on that listener, or on another one")
 
 
 def _connect_error(exc: BaseException | None, cfg: dict[str, Any]) -> str:
