@@ -137,3 +137,83 @@ def running(request: pytest.FixtureRequest) -> Iterator[Running]:
     r = Running(**kw)
     yield r
     r.stop()
+
+
+class CutProxy:
+    """A TCP proxy in front of Mosquitto that closes a client's connection, like a broker
+    enforcing its ACL that way, when the client sends a packet of type ``kind`` (3:
+    PUBLISH, 8: SUBSCRIBE) whose topic ends in ``suffix`` (MQTT 3.1.1 packets read whole)."""
+
+    def __init__(self, target_port: int, kind: int, suffix: bytes = b"") -> None:
+        self.target = target_port
+        self.kind, self.suffix = kind, suffix
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+                s = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            threading.Thread(target=self._up, args=(c, s), daemon=True).start()
+            threading.Thread(target=self._down, args=(s, c), daemon=True).start()
+
+    @staticmethod
+    def _packet_end(buf: bytes) -> tuple[int, int] | None:
+        length, mult, i = 0, 1, 1
+        while i < len(buf) and i <= 4:
+            length += (buf[i] & 127) * mult
+            mult *= 128
+            i += 1
+            if not buf[i - 1] & 128:
+                return (i + length, i) if len(buf) >= i + length else None
+        return None
+
+    def _cut_here(self, packet: bytes, head: int) -> bool:
+        if packet[0] >> 4 != self.kind:
+            return False
+        at = head + (2 if self.kind == 8 else 0)  # SUBSCRIBE: the packet id comes first
+        n = int.from_bytes(packet[at:at + 2], "big")
+        return packet[at + 2:at + 2 + n].endswith(self.suffix)
+
+    def _up(self, c: socket.socket, s: socket.socket) -> None:
+        buf = b""
+        try:
+            while data := c.recv(65536):
+                buf += data
+                out = b""
+                while (whole := self._packet_end(buf)) is not None:
+                    end, head = whole
+                    packet, buf = buf[:end], buf[end:]
+                    if self._cut_here(packet, head):
+                        self.cuts += 1
+                        raise ConnectionAbortedError
+                    out += packet
+                s.sendall(out)
+        except OSError:
+            pass
+        self._close(c, s)
+
+    def _down(self, s: socket.socket, c: socket.socket) -> None:
+        try:
+            while data := s.recv(65536):
+                c.sendall(data)
+        except OSError:
+            pass
+        self._close(c, s)
+
+    @staticmethod
+    def _close(*socks: socket.socket) -> None:
+        for x in socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self) -> None:
+        self.srv.close()

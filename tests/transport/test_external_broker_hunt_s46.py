@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -45,7 +44,7 @@ import pytest
 from edgewise.transport.base import Message, Outcome
 from edgewise.transport.client import ExternalBroker
 from tests.conftest import wait_until
-from tests.transport.conftest import Mosquitto
+from tests.transport.conftest import CutProxy, Mosquitto
 
 
 def _publisher(port: int, client_id: str) -> mqtt.Client:
@@ -260,84 +259,9 @@ def test_a_commit_takes_at_most_a_mebibyte_of_the_backlog(mosquitto: Mosquitto) 
     assert max(batches) <= 2**20 + size, batches
 
 
-class AclCutProxy:
-    """A TCP proxy in front of Mosquitto that, like a broker closing the connection on a
-    publish its ACL refuses, closes a client's connection when it publishes on a topic
-    ending in ``/ack`` (MQTT 3.1.1 packets read whole, the rest passed on)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        self.cuts = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-                s = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                return
-            threading.Thread(target=self._up, args=(c, s), daemon=True).start()
-            threading.Thread(target=self._down, args=(s, c), daemon=True).start()
-
-    @staticmethod
-    def _packet_end(buf: bytes) -> tuple[int, int] | None:
-        """Where the first whole packet in ``buf`` ends and its fixed header's length, or
-        ``None`` while it is not whole."""
-        length, mult, i = 0, 1, 1
-        while i < len(buf) and i <= 4:
-            length += (buf[i] & 127) * mult
-            mult *= 128
-            i += 1
-            if not buf[i - 1] & 128:
-                return (i + length, i) if len(buf) >= i + length else None
-        return None
-
-    def _up(self, c: socket.socket, s: socket.socket) -> None:
-        buf = b""
-        try:
-            while data := c.recv(65536):
-                buf += data
-                out = b""
-                while (whole := self._packet_end(buf)) is not None:
-                    end, head = whole
-                    packet, buf = buf[:end], buf[end:]
-                    n = int.from_bytes(packet[head:head + 2], "big")
-                    if packet[0] >> 4 == 3 and packet[head + 2:head + 2 + n].endswith(b"/ack"):
-                        self.cuts += 1  # a PUBLISH on an ack topic: closed, nothing passed
-                        raise ConnectionAbortedError
-                    out += packet
-                s.sendall(out)
-        except OSError:
-            pass
-        self._close(c, s)
-
-    def _down(self, s: socket.socket, c: socket.socket) -> None:
-        try:
-            while data := s.recv(65536):
-                c.sendall(data)
-        except OSError:
-            pass
-        self._close(c, s)
-
-    @staticmethod
-    def _close(*socks: socket.socket) -> None:
-        for x in socks:
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            x.close()
-
-    def close(self) -> None:
-        self.srv.close()
-
-
 @pytest.fixture
-def acl_cut(mosquitto: Mosquitto) -> Iterator[AclCutProxy]:
-    p = AclCutProxy(mosquitto.port)
+def acl_cut(mosquitto: Mosquitto) -> Iterator[CutProxy]:
+    p = CutProxy(mosquitto.port, 3, b"/ack")  # a PUBLISH on an ack topic
     try:
         yield p
     finally:
@@ -345,7 +269,7 @@ def acl_cut(mosquitto: Mosquitto) -> Iterator[AclCutProxy]:
 
 
 def test_a_broker_closing_the_connection_on_the_ack_is_named_once(
-        mosquitto: Mosquitto, acl_cut: AclCutProxy, caplog: pytest.LogCaptureFixture) -> None:
+        mosquitto: Mosquitto, acl_cut: CutProxy, caplog: pytest.LogCaptureFixture) -> None:
     """Check that a broker that closes the gateway's connection at each of its acks (and
     at the same ack sent again after each reconnect) is reported in one error naming the
     ack topic and the broker's ACL, and not as a TLS port spoken to in clear (46 warnings
