@@ -8,7 +8,9 @@ things per model. :class:`RiverHalfSpaceTrees` calibrates HalfSpaceTrees' score,
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -75,6 +77,57 @@ def _order_kept(u: float) -> float:
     return min(u, 1.0) if u >= 0.5 else 0.5 * math.exp(2.0 * u - 1.0)
 
 
+#: Learned readings whose rescaled masses set the anchor (:func:`_anchor`).
+_SEEN = 1000
+#: Readings learned between two updates of the anchor.
+_ANCHOR_EVERY = 10
+#: The lowest anchor: 0.9 of the way from the usual mass to the floor, as before.
+_ANCHOR_MIN = 0.9
+#: The anchor lies this share of the way from the 99th percentile of the seen to 1.
+_LIFT = 0.4
+#: How far beyond the seen range (in ranges) scores ``DEFAULT_THRESHOLD``: a tenth of it,
+#: rare for a usual reading (see the class doc), while the trees see no distance there.
+_BEYOND = 0.1
+
+
+def _anchor(seen: deque[float]) -> float:
+    """The rescaled mass that scores 0.9: ``0.9``, or :data:`_LIFT` of the way from the
+    99th percentile of the ``seen`` learned readings' to 1 where that is higher, so that a
+    stream whose usual readings reach far into sparse regions (a Gaussian's tails) has 0.9
+    mean "sparser than about all of them", not "sparser than 1 in 50 of them".
+
+    >>> _anchor(deque([0.0] * 99 + [0.5])), round(_anchor(deque([0.9] * 100)), 3)
+    (0.9, 0.94)
+    """
+    q = heapq.nlargest(len(seen) - min(len(seen) - 1, int(0.99 * len(seen))), seen)[-1]
+    return max(_ANCHOR_MIN, q + _LIFT * (1.0 - q))
+
+
+def _stretched(u: float, anchor: float) -> float:
+    """``u`` mapped so that ``anchor`` goes to 0.9 and 0.5 and 1 stay (linear between).
+
+    >>> _stretched(0.95, 0.95), _stretched(0.5, 0.95), _stretched(1.0, 0.95), _stretched(0.2, 0.95)
+    (0.9, 0.5, 1.0, 0.2)
+    """
+    if u <= 0.5 or anchor <= _ANCHOR_MIN:
+        return u
+    if u <= anchor:
+        return 0.5 + 0.4 * (u - 0.5) / (anchor - 0.5)
+    return 0.9 + 0.1 * (u - anchor) / (1.0 - anchor)
+
+
+def _beyond_score(e: float) -> float:
+    """The score of a reading ``e`` ranges beyond the range seen: 0 inside it, 0.9 at
+    :data:`_BEYOND`, toward 1 past it.
+
+    >>> [round(_beyond_score(e), 3) for e in (-1.0, 0.05, 0.1, 0.2, 2.0)]
+    [0.0, 0.45, 0.9, 0.95, 0.995]
+    """
+    if e <= 0.0:
+        return 0.0
+    return 0.9 * e / _BEYOND if e < _BEYOND else 1.0 - 0.1 * _BEYOND / e
+
+
 class RiverHalfSpaceTrees(RiverDetector):
     """River's ``HalfSpaceTrees`` behind a ``MinMaxScaler``, as River's documentation runs it,
     with its score calibrated to Edgewise's scale.
@@ -99,17 +152,27 @@ class RiverHalfSpaceTrees(RiverDetector):
                                        readings more usual than usual is kept, so a
                                        threshold sweep such as NAB's sees River's ranking)
 
-    so a usual reading scores about 0.2 (``u`` about 0), and 0.9 or more means the reading's
-    path held at most a tenth of the usual mass above the floor: (almost) nothing of the
-    reference window was near it in (almost) every tree. No data set fixed any constant. The
-    first
-    ``window_size`` readings score 0, as River's do (its trees have no reference window
-    yet).
+    so a usual reading scores about 0.2 (``u`` about 0). ``u`` alone made 0.9 mean "in a
+    sparse region", which a Gaussian's own tails are: 2-4 % of the rows of Gaussian noise
+    scored 0.9 or more (8 % on three columns), where Edgewise's other detectors flag 0-0.3 %.
+    So ``u`` is stretched (linearly, 0.5 and 1 kept) to score 0.9 at an *anchor*: 0.9, or,
+    where that is higher, 40 % of the way from the 99th percentile of the ``u`` of the last
+    1000 readings learned to 1 (each counted at most at the anchor then in force, so a few
+    anomalies do not raise it; updated every 10 readings). 0.9 thus means "sparser than
+    about every usual reading of this stream" (0.1 % of Gaussian rows; 0 of uniform ones),
+    and readings keep their order within a stretch. The constants were set on synthetic
+    Gaussian, AR(1) and sine noise with planted 6-sd spikes and 4-sd level shifts, not on
+    any benchmark.
 
-    HalfSpaceTrees has a blind spot this does not mend: the scaler maps the range seen so
-    far to [0, 1] and the trees stop 15% beyond it, so a reading far out of range (60 in a
-    stream of 20.0-20.6) lands in the edge leaf with the range's largest values and scores
-    as one of them (0.21 there; 0.98 before calibration, as did every reading).
+    The trees cannot see past the range the scaler has seen (their splits stop 15 % inside
+    it), so a reading far out of range (60 in a stream of 20.0-20.6) landed in the edge leaf
+    and scored as the range's largest values (0.21). A reading ``e`` ranges beyond the seen
+    range (largest over its metrics) therefore scores at least ``9 e`` up to ``e = 0.1``,
+    and ``1 - 0.01 / e`` past it (0.9 there, toward 1): a Gaussian reading lies that far
+    beyond the range of the 250 before it about once in 700, beyond that of the 1000
+    before it about once in 20 000; a 4-sd level shift's first readings mostly do.
+    The first ``window_size`` readings score 0, as River's do (its trees have no reference
+    window yet).
 
     Parameters
     ----------
@@ -132,6 +195,9 @@ class RiverHalfSpaceTrees(RiverDetector):
     ...     raw.append(hst.score_one({"x": float(v)})); hst.learn_one({"x": float(v)})
     >>> int((np.array(raw) >= 0.9).sum())
     550
+    >>> x[600] = 60.0  # far beyond the range seen: flagged (the trees alone scored it 0.21)
+    >>> float(RiverHalfSpaceTrees().score_many(x)[600]) >= 0.9
+    True
     """
 
     _constraints: ClassVar[dict[str, Any]] = {
@@ -158,10 +224,14 @@ class RiverHalfSpaceTrees(RiverDetector):
         self.n_usual_ = 0  # masses in usual_
         self.usual_ = 0.0  # running mean of the mass of the readings learned
         self._last: tuple[dict[str, float], float] | None = None  # (reading, mass) scored
+        self.seen_u_: deque[float] = deque(maxlen=_SEEN)  # rescaled masses of the last learned
+        self.anchor_ = _ANCHOR_MIN  # the u that scores DEFAULT_THRESHOLD (see the class doc)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # state saved before calibration: score 0 until a window of readings is learned
-        state = {"n_": 0, "n_usual_": 0, "usual_": 0.0, "_last": None, **state}
+        # state saved before calibration: score 0 until a window of readings is learned;
+        # saved before the anchor: anchored as a fresh detector is, until it has seen more
+        state = {"n_": 0, "n_usual_": 0, "usual_": 0.0, "_last": None,
+                 "seen_u_": deque(maxlen=_SEEN), "anchor_": _ANCHOR_MIN, **state}
         self.__dict__.update(state)
 
     def _mass(self, clean: dict[str, float]) -> float:
@@ -182,6 +252,12 @@ class RiverHalfSpaceTrees(RiverDetector):
         if self.n_ >= self.window_size:
             mass = self._mass(clean)
             if math.isfinite(mass):
+                if self.n_usual_ > 0 and self.usual_ > 1.0:
+                    # at most the anchor: a few anomalies do not raise it
+                    u = (self.usual_ - mass) / (self.usual_ - 1.0)
+                    self.seen_u_.append(min(u, self.anchor_))
+                    if self.n_usual_ % _ANCHOR_EVERY == 0:
+                        self.anchor_ = _anchor(self.seen_u_)
                 self.n_usual_ += 1
                 self.usual_ += max(1.0 / self.window_size, 1.0 / self.n_usual_) * (
                     mass - self.usual_)
@@ -200,7 +276,21 @@ class RiverHalfSpaceTrees(RiverDetector):
         span = self.usual_ - 1.0
         if not span > 0.0:
             return 0.0
-        return _order_kept((self.usual_ - mass) / span)
+        u = (self.usual_ - mass) / span
+        return max(_order_kept(_stretched(u, self.anchor_)), self._out_of_range(clean))
+
+    def _out_of_range(self, clean: dict[str, float]) -> float:
+        """The score of how far ``clean`` lies beyond the range the scaler has seen, which
+        the trees cannot tell from its edge (:func:`_beyond_score`)."""
+        scaler = self.model["MinMaxScaler"]
+        e = 0.0
+        for k, v in clean.items():
+            if k not in scaler.min or k not in scaler.max:
+                continue
+            lo, hi = scaler.min[k].get(), scaler.max[k].get()
+            if hi > lo:
+                e = max(e, (v - hi) / (hi - lo), (lo - v) / (hi - lo))
+        return _beyond_score(e)
 
     def clone(self) -> RiverHalfSpaceTrees:
         """A fresh detector with the same parameters."""
