@@ -30,11 +30,13 @@ query per device, hence the old cap of 100.
 
 Cached: the answer is kept per (groups, reference) in a :class:`~edgewise.server.fitting.
 FitCache` for :data:`TTL_S` seconds, or until the fleet's set of devices (registered or
-with data) changes; failures are never cached. ``DELETE /v1/devices/{id}`` drops every
-cached grouping (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`).
-Two requests for one key fit once; at most :data:`MAX_FITS` grouping fits run at once per
-app, and a request that has not had its turn (its key's, then a fit slot) within
-:data:`FIT_WAIT_S` is a 429 with ``Retry-After``.
+with data) or of those with readings in the window changes (a registered device that starts
+sending, or one back after weeks away, was left out as "no readings yet" or "no readings in
+the 7 days" until the TTL passed); failures are never cached. ``DELETE /v1/devices/{id}``
+drops every cached grouping (:func:`forget_device`, wired by
+:func:`~edgewise.server.app.create_app`). Two requests for one key fit once; at most
+:data:`MAX_FITS` grouping fits run at once per app, and a request that has not had its turn
+(its key's, then a fit slot) within :data:`FIT_WAIT_S` is a 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class _Entry:
     answer: dict[str, Any]
     devices: frozenset[str]  # the fleet's devices when it was fitted
     fitted_at: float  # time.monotonic()
+    recent: frozenset[str] = frozenset()  # those with readings in its window then
 
 
 class GroupsCache(FitCache[Key, _Entry]):
@@ -137,6 +140,7 @@ class _Fleet:
     metrics: list[str]  # every metric the chosen devices send
     start_ns: int
     end_ns: int
+    recent: frozenset[str] = frozenset()  # those with readings in the window (cap not applied)
 
 
 def _fleet(security: Any, store: Any) -> _Fleet:
@@ -158,7 +162,8 @@ def _fleet(security: Any, store: Any) -> _Fleet:
               "fit reads (the most recently seen are read)"} for s in recent[MAX_DEVICES:]]
     chosen = sorted(recent[:MAX_DEVICES], key=lambda s: s.device_id)
     metrics = sorted({m for s in chosen for m in s.metrics})
-    return _Fleet(ids, chosen, sorted(left, key=lambda d: d["device"]), metrics, start, end)
+    return _Fleet(ids, chosen, sorted(left, key=lambda d: d["device"]), metrics, start, end,
+                  frozenset(s.device_id for s in recent))
 
 
 def _histories(store: Any, fleet: _Fleet) -> tuple[dict[str, Any], int, list[dict[str, str]]]:
@@ -287,9 +292,11 @@ def _fit(store: Any, fleet: _Fleet, groups: int | None, reference: str | None,
         return _answer(model, fleet, left, step, hist, time.perf_counter() - t0)
 
 
-def _fresh(entry: _Entry | None, devices: frozenset[str]) -> bool:
+def _fresh(entry: _Entry | None, fleet: _Fleet) -> bool:
+    """Whether a cached grouping still answers: younger than the TTL, with the same devices
+    and the same of them with readings in the window."""
     return (entry is not None and time.monotonic() - entry.fitted_at < TTL_S
-            and entry.devices == devices)
+            and entry.devices == fleet.devices and entry.recent == fleet.recent)
 
 
 def _groups(request: Request, store: Any, security: Any, groups: int | None,
@@ -309,18 +316,19 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
                       reason="unknown_metric")
     key = (groups, reference)
     entry = cache.get(key)
-    if _fresh(entry, fleet.devices):
+    if _fresh(entry, fleet):
         return {**entry.answer, "cached": True}  # type: ignore[union-attr]
     # one fit per key at a time; the others use its result. The wait for the key's turn and
     # then the fit slot ends at one deadline: a 429 after FIT_WAIT_S, however many wait before
     until = deadline(FIT_WAIT_S) if until is None else until
     with cache.key_turn(key, until, _busy):
         entry = cache.get(key)
-        if _fresh(entry, fleet.devices):
+        if _fresh(entry, fleet):
             return {**entry.answer, "cached": True}  # type: ignore[union-attr]
         answer = _fit(store, fleet, groups, reference, cache, until)
         if fleet.devices == _fleet(security, store).devices:  # none added or deleted meanwhile
-            cache.put(key, _Entry(answer, fleet.devices, time.monotonic()), generation)
+            cache.put(key, _Entry(answer, fleet.devices, time.monotonic(), fleet.recent),
+                      generation)
     return {**answer, "cached": False}
 
 
@@ -341,7 +349,8 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
     f"(`bucket_s`: the window is averaged per bucket to at most {MAX_POINTS:,} points per "
     f"device and metric; at most {MAX_DEVICES} devices, the most recently seen), "
     f"`fitted_at` and `cached`. A fit takes seconds; it is kept per (groups, reference) for "
-    f"{int(TTL_S)} s, or until a device is added or deleted.",
+    f"{int(TTL_S)} s, or until a device is added or deleted, or one starts or stops having "
+    "readings in the window.",
     responses={422: {"description": "A bad parameter ('field' names it: 'groups' out of "
                      f"1..{MAX_GROUPS} or above the devices with readings over "
                      f"{MIN_GROUP_SIZE}, the least a group needs (reason "

@@ -42,8 +42,10 @@ stays there longer or glitches more often is ``unscorable``.
 
 The RUL, ``low`` and ``high`` count readings (``rul_unit`` says so; ``time_column`` names
 the model's time column, ``step_s`` the mean seconds between the device's readings, so
-``rul * step_s`` is about the seconds left). A metric the model does not use (a sensor
-constant in training, which it dropped) need not be sent.
+``rul * step_s`` is about the seconds left) from ``as_of``, the time of the last row scored:
+the last reading of the metrics the model uses, which is before the device's last reading
+where those metrics stopped and others are still sent. A metric the model does not use (a
+sensor constant in training, which it dropped) need not be sent.
 
 The model predicts the RUL capped at its ``cap`` (the answer says which): ``rul_open``
 true means the RUL is at least ``rul`` (the prediction reached the cap), ``high_open``
@@ -154,13 +156,29 @@ def find_model(data_dir: Path) -> Path | None:
 
 
 def _file_key(path: Path) -> str:
-    return f"{path}:{path.stat().st_mtime_ns}"
+    """Which version of the file ``path`` holds: its mtime alone named a file rewritten in
+    place with the same mtime (``cp -p``, ``rsync -a``, ``tar`` keep the source's; FAT
+    keeps 2 s, older kernels a clock tick) as the damaged copy it replaced, whose failure
+    (:data:`_failed`) and answers were then kept for good; its size, inode and ctime (a
+    ``chmod`` moves it) tell them apart."""
+    st = path.stat()
+    return f"{path}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+#: Why a model file that could not be opened or read now is passed over (``path``, ``why``).
+_UNREADABLE = ("Model file {path!r} cannot be read now ({why}): it is not known to be "
+               "damaged; let the gateway read it (its permissions, the open files the "
+               "gateway may hold), then ask again")
 
 
 def _load(path: Path) -> Any:
     """The model in ``path`` (kept while the file is unchanged); raises
     :class:`~edgewise.models.rul.ModelFileError` saying why when it does not load (once per
-    version of the file: a damaged file is not read again on every poll)."""
+    version of the file: a damaged file is not read again on every poll). A file that
+    cannot be opened or read (:class:`OSError`: no open files left, no permission) is not
+    damaged: said so, and read again on the next request, never kept as failed (it was
+    answered "damaged or truncated, remove the damaged file" for good once the gateway ran
+    out of open files for a moment)."""
     from edgewise.models.rul import ModelFileError, load_model
 
     key = _file_key(path)
@@ -172,6 +190,11 @@ def _load(path: Path) -> Any:
                 model = load_model(path)
             except ModelFileError as exc:
                 why = str(exc)
+            except OSError as exc:  # the file's reading, not its content: not kept
+                why = _UNREADABLE.format(path=str(path),
+                                         why=f"{type(exc).__name__}: {exc.strerror or exc}")
+                log.warning("RUL model passed over: %s", why)
+                raise ModelFileError(why) from None
             except Exception as exc:  # unpickling can raise anything
                 why = (f"Model file {str(path)!r} does not load ({type(exc).__name__}: "
                        f"{exc or 'no detail'}): it is damaged or truncated.")
@@ -244,11 +267,13 @@ def _busy() -> Any:
 def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
     """The answer when no model file loads: what is wrong with each (newest first)."""
     whys = "; ".join(s["detail"].rstrip(".") for s in skipped)
-    # a file that is intact but needs a package not installed is not to be removed
-    fix = ("Install the package named, then ask again" if all(
-        "pip install" in s["detail"] for s in skipped) else "Write a new one with 'edgewise "
-        "train rul --out <data dir>/models/rul-v1.ewm', or remove the damaged file")
-    answer = _none(device_id, "bad_model", f"No RUL model file loads: {whys}. {fix}.",
+    # a file that is intact but needs a package not installed, or one that could not be
+    # read now, is not to be removed
+    fix = (" Install the package named, then ask again." if all(
+        "pip install" in s["detail"] for s in skipped) else "" if all(
+        "cannot be read now" in s["detail"] for s in skipped) else " Write a new one with "
+        "'edgewise train rul --out <data dir>/models/rul-v1.ewm', or remove the damaged file.")
+    answer = _none(device_id, "bad_model", f"No RUL model file loads: {whys}.{fix}",
                    skipped[0]["model"])
     answer["skipped"] = skipped
     return answer
@@ -365,6 +390,9 @@ def _fit(model: Any, path: Path, rows: Any, device_id: str,
               "cap": model.cap, "rul_open": bool(model.open_above(point)[0]),
               "high_open": bool(model.open_above(high)[0]), "explanation": None,
               "rul_unit": "readings", "time_column": model.time_column,
+              # the last row scored: where the used metrics stopped while the device sends
+              # others, the RUL is as of then, not of the device's last reading
+              "as_of": format_ns(max(r[1] for r in rows)),
               "step_s": reading_step_s(rows), "passed_over": _passed_over(
                   glitches.get(device_id, []), rows, model.time_column)}
     if "gbm" in model.core_:
@@ -404,8 +432,9 @@ def _explanation_json(ex: Any, sensors: Any, point: float) -> dict[str, Any]:
 
 @router.get("/v1/devices/{device_id}/rul",
             summary="A device's remaining useful life with its interval (viewer)",
-            description="RUL at the device's last reading, in the model's time steps "
-            "(readings here), with the model's interval (`interval` percent). `rul: null` "
+            description="RUL at the device's last reading of the metrics the model uses "
+            "(`as_of`, UTC), in the model's time steps (readings here), with the model's "
+            "interval (`interval` percent). `rul: null` "
             "with a `reason` and a `detail` where it cannot be scored: `no_model`, "
             "`bad_model` (no `rul*` file loads; `skipped` lists each with why), "
             "`no_history`, `history_trimmed`, `metric_name_clash`, `metrics_missing`, "
