@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["command_line", "machine", "machine_fields"]
+__all__ = ["command_line", "machine", "machine_fields", "machine_line"]
 
 
 def machine() -> str:
@@ -35,6 +35,17 @@ def machine_fields() -> dict[str, str | int | None]:
     True
     """
     return {"machine": machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def machine_line() -> str:
+    """The line a benchmark's text output ends with, saying where its figures were measured
+    (its JSON has :func:`machine_fields`): timings read without it are read beside another
+    machine.
+
+    >>> machine_line().startswith("machine: ") and f"{os.cpu_count()} CPUs" in machine_line()
+    True
+    """
+    return f"machine: {machine()}, Python {platform.python_version()}"
 
 
 def _is_edgewise(argv0: str) -> bool:

@@ -263,7 +263,9 @@ def origin_steps(name: str, steps: int, horizon: int, tail: float, origins: int)
             f"--tail {tail:g} puts the first origin of {name} at step {first} of {steps}, with "
             f"{steps - 1 - first} steps after it where a forecast needs its horizon of "
             f"{horizon} (one day); {fix}.", field="tail", value=tail)
-    return np.unique(np.linspace(first, last, origins).astype(np.int64))
+    # never more points than steps to place them on: --origins 10**12 asked numpy for 7 TiB
+    # (the same origins as every step from first to last, which is what it gives)
+    return np.unique(np.linspace(first, last, min(origins, last - first + 1)).astype(np.int64))
 
 
 def _check_fill(name: str, ts: np.ndarray, step: int) -> None:

@@ -184,12 +184,15 @@ def baseline_meanstd(hist: dict[str, pd.DataFrame], k: int, seed: int) -> np.nda
 
 
 def _ours(model: BehaviourGroups, hist: dict[str, pd.DataFrame]) -> np.ndarray:
-    """Groups found, an odd one out counted as a group of its own."""
+    """Groups found, an odd one out counted as a group of its own, in the order of ``hist``
+    (as the truth and the peers' labels are): the model keeps its devices in the order of
+    their ids, which ``pump-100`` ... ``pump-99`` or a NAB copy whose paths sort otherwise
+    than their keys is not."""
     model.fit(hist)
     labels = model.labels_.to_numpy().copy()
     odd = model.odd_.to_numpy()
     labels[odd] = model.n_groups_ + np.arange(int(odd.sum()))
-    return labels
+    return pd.Series(labels, index=model.devices_).loc[list(hist)].to_numpy()
 
 
 def _scores(truth: list[str], found: np.ndarray) -> dict[str, float]:

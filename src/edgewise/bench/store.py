@@ -88,12 +88,12 @@ def run_store_bench(
     """Append ``batches`` fresh batches of ``batch`` readings, re-append them, then query.
 
     ``url`` empty means a DuckDB file in a temporary folder; a ``duckdb:///PATH`` must not
-    exist yet and is removed afterwards. A ``postgresql://`` URL (the scheme in any case)
-    without ``?schema=`` gets a fresh schema that is dropped afterwards; with one, the
-    bench's devices (ids of their own, ``bench-<random>-NNN``) are deleted afterwards and
-    nothing else is touched: no ``VACUUM FULL`` (:meth:`purge`), which would lock every
-    table of a store the bench did not make. The URL is reported and named in errors as
-    :func:`~edgewise.config.shown_url` shows it (no password).
+    exist yet and is removed afterwards, with the folders made for it. A ``postgresql://``
+    URL (the scheme in any case) without ``?schema=`` gets a fresh schema that is dropped
+    afterwards; with one, the bench's devices (ids of their own, ``bench-<random>-NNN``)
+    are deleted afterwards and nothing else is touched: no ``VACUUM FULL`` (:meth:`purge`),
+    which would lock every table of a store the bench did not make. The URL is reported and
+    named in errors as :func:`~edgewise.config.shown_url` shows it (no password).
     """
     from edgewise.errors import StoreError
 
@@ -101,6 +101,9 @@ def run_store_bench(
     tmp = None
     drop_schema = None
     remove_file = duckdb_file(url)
+    # the folders the store will make for the file (deepest first): removed with it, so a
+    # mistyped --store leaves no empty folders behind
+    made = [] if remove_file is None else [a for a in remove_file.parents if not a.exists()]
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     shown = shown_url(url)
     conninfo = None
@@ -167,6 +170,11 @@ def run_store_bench(
         if remove_file is not None:
             for f in (remove_file, Path(f"{remove_file}.wal")):
                 f.unlink(missing_ok=True)
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:  # something else was put there meanwhile: it stays
+                    break
         if drop_schema:
             import psycopg
 

@@ -25,6 +25,7 @@ def bench_cmapss(
     json_out: Json = False,
 ) -> None:
     """Fit on the training fleet, score each test unit at its last cycle (RUL cap 125)."""
+    from edgewise.bench._machine import machine_line
     from edgewise.bench.cmapss import Loaded, load, run
     from edgewise.errors import InvalidParameterError, QualityError
 
@@ -85,6 +86,7 @@ def bench_cmapss(
     typer.echo(
         f"  model {out['model_bytes']} bytes, one prediction {_f(out['latency_ms'], '.1f')} ms"
     )
+    typer.echo(f"  {machine_line()}")  # where the fit and prediction times were measured
 
 
 def _f(value: float | None, spec: str) -> str:

@@ -134,7 +134,7 @@ def bench_edge(
     ] = None,
 ) -> None:
     """Exported detector and RUL model: RAM, flash, latency, parity (Python/ONNX/C)."""
-    from edgewise.bench._machine import command_line, machine_fields
+    from edgewise.bench._machine import command_line, machine_fields, machine_line
     from edgewise.bench.detect_speed import check_sizes
 
     # every option is checked before the minutes of measuring, not when they are spent
@@ -215,3 +215,4 @@ def bench_edge(
         return
     for part, key, label, goal in _ROWS:
         typer.echo(f"{part:8} {label:48} {res[part][key]:>12.6g}  {goal}")
+    typer.echo(f"{machine_line()}; timings are medians of {repeats} runs")

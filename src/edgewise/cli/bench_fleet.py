@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgewise.bench._machine import machine_fields
+from edgewise.bench._machine import machine_fields, machine_line
 from edgewise.cli._app import Json, bench_app
 
 
@@ -106,3 +106,5 @@ def bench_fleet_cmd(
     res.update(machine_fields())
     if json_out:
         typer.echo(json.dumps(res))
+    else:
+        typer.echo(machine_line())  # where the [seconds] above were measured

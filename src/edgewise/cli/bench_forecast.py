@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,9 @@ def bench_forecast(
     from edgewise.bench.forecast import SERIES, run
     from edgewise.errors import EdgewiseError
 
+    if not math.isfinite(tail):  # typer's 0.01..0.9 range lets NaN through
+        raise fail(f"--tail must be a number in [0.01, 0.9] (the share of each series, at "
+                   f"its end, holding the origins), e.g. 0.2. Got {tail}.")
     names = tuple(s.strip() for s in series.split(",") if s.strip()) if series is not None \
         else tuple(n for n, _ in SERIES)
     if not names:
@@ -63,7 +67,10 @@ def bench_forecast(
     if out["statsmodels"] is None:
         typer.echo("note: statsmodels is not installed, so Holt-Winters was not run "
                    "(pip install statsmodels)", err=True)
-    table = Table(title=f"Day-ahead forecasts, {origins} origins per series in the last "
+    # the origins each series had: fewer than --origins where its tail has fewer steps
+    had = sorted({row["origins"] for row in out["series"]})
+    placed = f"{had[0]}" if len(had) == 1 else f"{had[0]}-{had[-1]}"
+    table = Table(title=f"Day-ahead forecasts, {placed} origins per series in the last "
                   f"{tail:.0%} (MASE / sMAPE % / 90% coverage)")
     table.add_column("series")
     for m in out["methods"]:

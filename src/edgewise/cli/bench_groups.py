@@ -40,6 +40,7 @@ def bench_groups(
     from rich.console import Console
     from rich.table import Table
 
+    from edgewise.bench._machine import machine_line
     from edgewise.bench.groups import TASKS, run, run_scale
 
     console = Console(stderr=True)
@@ -68,6 +69,7 @@ def bench_groups(
                           f"{fig['read_s']['median']:.2f}", f"{fig['fit_s']['median']:.2f}",
                           str(fig["n_groups"]), str(fig["odd_ones_out"]), f"{fig['ari']:.3f}")
         Console().print(table)
+        typer.echo(machine_line())  # where the read and fit times were measured
         return
 
     chosen = tuple(t.strip() for t in tasks.split(",") if t.strip())

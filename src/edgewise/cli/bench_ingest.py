@@ -126,8 +126,11 @@ def ingest(
     if json_out:
         typer.echo(json.dumps(r))
         return
+    from edgewise.bench._machine import machine_line
+
     for line in text_lines(r):
         typer.echo(line)
+    typer.echo(machine_line())  # where the rates above were measured, as --json says
 
 
 def _n(value: Any) -> str:

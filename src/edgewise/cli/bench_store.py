@@ -23,7 +23,7 @@ def bench_store(
     """Append fresh and re-delivered batches, then query; report readings/s per backend."""
     import json
 
-    from edgewise.bench._machine import machine_fields
+    from edgewise.bench._machine import machine_fields, machine_line
     from edgewise.bench.store import check_store_options, run_store_bench
     from edgewise.config import shown_url
 
@@ -44,3 +44,4 @@ def bench_store(
             f"{r['query_one_metric']['median_ms']} ms; downsampled "
             f"{r['query_downsampled_all_metrics_ms']} ms ({r['stored_total']:,} stored)"
         )
+    typer.echo(machine_line())  # where the timings above were measured, as --json says
