@@ -9,14 +9,18 @@ import httpx
 
 from tests.cli.test_demo_hunt_s31 import assert_labels_end_at_newest_stored_reading
 from tests.conftest import start_demo, stop_demo, wait_stored
+from tests.gateway.test_demo_hunt_s48 import assert_every_stored_fault_reading_labelled
 
 
 def test_demo_runs_prints_credentials_stores_and_stops_cleanly(tmp_path) -> None:
     """Check the demo's banner, that it stores, serves the dashboard and stops cleanly, and
     that, stopped while its history still goes out (20 pumps: the history outruns the
     acks), every pump's fault labels end at or before its newest stored reading: a restart
-    goes on after that reading (this run also stands for test_demo_hunt_s31.py's
-    test_each_pumps_labels_end_at_its_newest_stored_reading, which ran a demo of its own)."""
+    goes on after that reading, and every stored reading of a fault lies inside its label
+    (this run also stands for test_demo_hunt_s31.py's
+    test_each_pumps_labels_end_at_its_newest_stored_reading and test_demo_hunt_s48.py's
+    test_a_stopped_demo_labels_every_stored_reading_of_its_faults, which run demos of
+    their own under -m slow)."""
     d = tmp_path / "d"
     proc, lines, http = start_demo(d)
     try:
@@ -37,6 +41,7 @@ def test_demo_runs_prints_credentials_stores_and_stops_cleanly(tmp_path) -> None
     assert json.loads((d / "demo-devices.json").read_text()).keys() == {
         dev.strip() for dev, _ in creds}
     assert_labels_end_at_newest_stored_reading(d, labels)
+    assert_every_stored_fault_reading_labelled(d, labels)  # not cut at the last ack seen
 
 
 def test_a_stopping_fleet_waits_for_its_last_acks_once_not_per_device() -> None:

@@ -553,6 +553,24 @@ def merge_labels(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[d
     return sorted(merged.values(), key=lambda x: (x["start_ns"], x["device_id"]))
 
 
+def _stored_seqs(store_url: str, device_ids: list[str]) -> dict[str, int]:
+    """Each of ``device_ids``' seq watermark in the store at ``store_url`` (every seq up to
+    it stored), read once the gateway has stopped; ``{}`` when the store cannot be read
+    (the demo's labels are then cut at the acks its pumps saw)."""
+    from edgewise.store import open_store
+
+    try:
+        store = open_store(store_url, create=False)
+    except Exception:  # any: the acks still cut the labels
+        return {}
+    try:
+        return {d: store.seq_watermark(d) for d in device_ids}
+    except Exception:  # any: the acks still cut the labels
+        return {}
+    finally:
+        store.close()
+
+
 def _tls_names(cert_file: str) -> str:
     """The names a PEM certificate holds, for a message (``"no names"`` when unreadable)."""
     from cryptography import x509
@@ -703,26 +721,34 @@ def demo(
             await stop.wait()
         finally:
             await asyncio.to_thread(runner.stop)
-            # each pump's labels end at its newest acknowledged (stored) reading: a restart
-            # goes on after the newest stored one, so its readings fall outside them
-            faults = merge_labels(earlier_labels, runner.labels())
-            write_private(labels_file, json.dumps(faults, indent=1).encode())
-            # the same faults as labels `edgewise label import` takes: a fault's window
-            # [start_ns, end_ns] holds its last reading, a label's [start, end) does not,
-            # so each ends 1 ns later (a spike's single reading at t is [t, t + 1 ns))
-            rows = []
-            for f in faults:
-                try:
-                    row = (str(f["device_id"]), int(f["start_ns"]), int(f["end_ns"]) + 1,
-                           str(f["kind"]), "demo fault on " + " ".join(
-                               map(str, f.get("metrics") or [f["metric"]])))
-                    labels_csv([row])
-                except (KeyError, TypeError, ValueError):
-                    continue  # not a label (an entry edited by hand): the JSON keeps it
-                rows.append(row)
-            write_private(labels_csv_file, labels_csv(rows).encode())
-            await gw.stop()
+            try:
+                await gw.stop()  # it stores what the pumps sent after their last ack
+            finally:
+                _write_demo_labels(runner)
         typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels_file}"
                    f" (as labels to import: {labels_csv_file})")
+
+    def _write_demo_labels(runner: FleetRunner) -> None:
+        # each pump's labels end at its newest stored reading (by the store's seq
+        # watermark, read now the gateway has stopped, else by the acks): a restart goes
+        # on after the newest stored one, so its readings fall outside them, and what the
+        # gateway stored after the last ack a pump saw is inside them
+        stored_seq = _stored_seqs(settings.store_url, fleet.device_ids)
+        faults = merge_labels(earlier_labels, runner.labels(stored_seq))
+        write_private(labels_file, json.dumps(faults, indent=1).encode())
+        # the same faults as labels `edgewise label import` takes: a fault's window
+        # [start_ns, end_ns] holds its last reading, a label's [start, end) does not,
+        # so each ends 1 ns later (a spike's single reading at t is [t, t + 1 ns))
+        rows = []
+        for f in faults:
+            try:
+                row = (str(f["device_id"]), int(f["start_ns"]), int(f["end_ns"]) + 1,
+                       str(f["kind"]), "demo fault on " + " ".join(
+                           map(str, f.get("metrics") or [f["metric"]])))
+                labels_csv([row])
+            except (KeyError, TypeError, ValueError):
+                continue  # not a label (an entry edited by hand): the JSON keeps it
+            rows.append(row)
+        write_private(labels_csv_file, labels_csv(rows).encode())
 
     asyncio.run(main())

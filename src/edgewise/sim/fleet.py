@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from edgewise.errors import InvalidParameterError
 from edgewise.sim.device import MqttDevice
@@ -189,10 +189,10 @@ class FleetRunner:
             self._note_acked(d)
             self._unacked[d.device_id].append((seq, ts_ns))
 
-    def _note_acked(self, d: MqttDevice) -> None:
-        """Move the sample times the ack of ``d`` now covers into ``_acked_ns`` (under
-        ``_sent_lock``)."""
-        acked = d.acked
+    def _note_acked(self, d: MqttDevice, stored_seq: int = 0) -> None:
+        """Move the sample times the ack of ``d`` (or ``stored_seq``, when higher) now
+        covers into ``_acked_ns`` (under ``_sent_lock``)."""
+        acked = max(d.acked, stored_seq)
         sent = self._unacked[d.device_id]
         newest = self._acked_ns.get(d.device_id)
         while sent and sent[0][0] <= acked:
@@ -201,32 +201,41 @@ class FleetRunner:
         if newest is not None:
             self._acked_ns[d.device_id] = newest
 
-    def acked_ns(self) -> dict[str, int]:
+    def acked_ns(self, stored_seq: Mapping[str, int] | None = None) -> dict[str, int]:
         """Each device's newest sample time (ns) the gateway has acknowledged, so
         committed; a device none of whose readings of this run were acknowledged is left
-        out.
+        out. ``stored_seq`` (see :meth:`labels`) counts as acknowledged too.
 
         >>> FleetRunner(PumpFleet(1), [("pump-01", "s")]).acked_ns()
         {}
         """
+        stored_seq = stored_seq or {}
         with self._sent_lock:
             for d in self.devices:
-                self._note_acked(d)
+                self._note_acked(d, int(stored_seq.get(d.device_id, 0)))
             return dict(self._acked_ns)
 
-    def labels(self) -> list[dict[str, object]]:
+    def labels(self, stored_seq: Mapping[str, int] | None = None
+               ) -> list[dict[str, object]]:
         """The fleet's fault labels (:meth:`PumpFleet.labels`), each device's cut at its
         newest acknowledged reading (:meth:`acked_ns`); a device's fault that began after
         it is left out. What was sent and never acknowledged (the last acks wait at most
         2 s in :meth:`stop`) was not stored: a later run on the same data goes on after
         the newest stored reading, and its readings must not fall inside these labels.
 
+        ``stored_seq`` ``{device_id: seq}``: each device's seq watermark in the gateway's
+        store (every seq up to it stored), read once the gateway has stopped; the readings
+        it covers count as acknowledged. The gateway goes on storing what was sent after
+        the last ack a device saw (a demo stopped during its history stored some 15 s of
+        readings more), and a label cut at that ack left those readings of its fault
+        unlabelled.
+
         >>> r = FleetRunner(PumpFleet(1, fault_rate_per_h=3600.0), [("pump-01", "s")])
         >>> _ = r.fleet.step(10**9)  # a fault begins, and nothing is acknowledged
         >>> len(r.fleet.labels()), r.labels()
         (1, [])
         """
-        return self.fleet.labels(until_ns=self.acked_ns())
+        return self.fleet.labels(until_ns=self.acked_ns(stored_seq))
 
     def _send_held(self) -> None:
         """Send the readings held back to go after the next one (a swap): at a stop there

@@ -5,7 +5,8 @@ pump affinity laws tie the sensors together: flow ~ speed, head ~ speed², shaft
 ~ speed³, so discharge pressure, motor current, bearing temperature and vibration all
 move with speed, with realistic sensor noise. Faults are injected with ground truth:
 
-* ``spike``: one reading of one sensor far off (a glitch),
+* ``spike``: one reading of one sensor far off (a glitch; 25 to 60 noise standard
+  deviations, up or down, never below 0 on a sensor that cannot read below 0),
 * ``drift``: a sensor's offset grows linearly (calibration drift),
 * ``stuck``: a sensor repeats its last value,
 * ``bearing_wear``: vibration and bearing temperature trend up for 20 minutes, then the
@@ -27,6 +28,7 @@ changed by it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,7 +36,7 @@ import numpy as np
 
 from edgewise.params import Interval, validate_params
 
-__all__ = ["FAULT_KINDS", "SENSORS", "Fault", "Pump", "PumpFleet"]
+__all__ = ["FAULT_KINDS", "NON_NEGATIVE", "SENSORS", "Fault", "Pump", "PumpFleet"]
 
 #: sensor name -> (unit, noise standard deviation)
 SENSORS: dict[str, tuple[str, float]] = {
@@ -48,6 +50,9 @@ SENSORS: dict[str, tuple[str, float]] = {
     "vibration_rms_mms": ("mm/s", 0.05),
 }
 FAULT_KINDS = ("spike", "drift", "stuck", "bearing_wear")
+#: sensors that cannot read below 0 (speed, flow, absolute pressures, current, an RMS): a
+#: spike that would take one below 0 goes up instead, as far
+NON_NEGATIVE = frozenset(m for m, (unit, _) in SENSORS.items() if unit != "Cel")
 #: thermal time constant of the bearing and motor temperatures, seconds
 THERMAL_TAU_S = 300.0
 #: a worn bearing's label closes once its extra heat is below this share of the
@@ -224,8 +229,11 @@ class PumpFleet:
         """Sample every pump at ``ts_ns``; return ``[(device_id, {metric: value})]``.
 
         A fault acts on the samples with ``start_ns <= ts_ns <= end_ns`` only, whatever the
-        sampling period.
+        sampling period. A numpy integer ``ts_ns`` (from ``np.arange``) is taken as an int:
+        the fault times it gives are plain ints, so :meth:`labels` go to JSON as they are.
         """
+        if isinstance(ts_ns, numbers.Integral):
+            ts_ns = int(ts_ns)  # an np.int64 start_ns made json.dumps(labels()) raise
         dt_s = 1.0 if self._last_ns is None else max((ts_ns - self._last_ns) / 1e9, 1e-3)
         self._last_ns = ts_ns
         out = []
@@ -245,8 +253,11 @@ class PumpFleet:
             if f is not None:
                 frac = (ts_ns - f.start_ns) / max(f.end_ns - f.start_ns, 1)
                 if f.kind == "spike":
-                    obs[f.metric] = true[f.metric] + SENSORS[f.metric][1] * float(
-                        self.rng.choice([-1, 1])) * float(self.rng.uniform(25, 60))
+                    sign = float(self.rng.choice([-1, 1]))
+                    size = SENSORS[f.metric][1] * float(self.rng.uniform(25, 60))
+                    if true[f.metric] - size < 0 and f.metric in NON_NEGATIVE:
+                        sign = 1.0  # no negative vibration, flow or absolute pressure
+                    obs[f.metric] = true[f.metric] + sign * size
                 elif f.kind == "drift":
                     obs[f.metric] += SENSORS[f.metric][1] * 40 * frac
                 elif f.kind == "stuck":
