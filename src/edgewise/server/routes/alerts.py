@@ -33,7 +33,10 @@ act on instead, also when the merge lands while the request runs (nothing is wri
 Acknowledging is one conditional write (``Store.acknowledge_alert``): of operators
 acknowledging one alert at once, or acknowledging and labelling it, the first keeps the
 acknowledgement, all are answered with its ``acked_by``, and only it is audited
-(``alert.ack``).
+(``alert.ack``, or, where a verdict acknowledged the alert, its ``alert.label`` entry with
+``acknowledged`` true). Each verdict's ``alert.label`` entry says what it changed: the
+``label`` given, the ``previous_label`` it replaced (``null`` for the first),
+``acknowledged`` and, where a note was given, ``note_chars`` (its length, not its text).
 
 ``GET /v1/alerts`` lists newest first (by start, then creation, then id) and pages by keyset:
 when more alerts follow a page, the answer has a ``Link: <alerts?...&cursor=...>;
@@ -615,6 +618,41 @@ def _check_note(note: str | None) -> None:
                       allowed=NOTE_ALLOWED, reason="bad_note")
 
 
+def _last_event(store: Any) -> int | None:
+    """The store's newest alert event id (``None`` where it cannot say)."""
+    try:
+        return int(store.last_alert_event_id())
+    except Exception:
+        return None
+
+
+def _acknowledged_here(store: Any, alert_id: str, mark: int | None, before: Any) -> bool:
+    """Whether the verdict just written on ``alert_id`` also acknowledged it: its
+    ``alert.acknowledged`` event (an alert has one, written by the write that acknowledged
+    it) is the one right before the verdict's ``alert.labelled`` event, of one transaction
+    (events after ``mark``). An ack that landed between the verdict's read and its write
+    wrote its own event (and its ``alert.ack`` entry), so it is never counted twice.
+    Where the store's events cannot be read: whether it was open before."""
+    if mark is None:
+        return before.status == "open"
+    events: list[Any] = []
+    try:
+        after = mark
+        while True:
+            page = store.alert_events(after, 1000)
+            events += [e for e in page if e.alert_id == alert_id]
+            if len(page) < 1000:
+                break
+            after = page[-1].id
+    except Exception:
+        return before.status == "open"
+    acked = {(e.id, e.at_ns) for e in events if e.event == "alert.acknowledged"}
+    labelled = [(e.id, e.at_ns) for e in events if e.event == "alert.labelled"]
+    # one transaction's events: consecutive ids (the counter's row is locked until its
+    # commit) and one at_ns (an ack committed right before the verdict has its own)
+    return bool(labelled) and (labelled[-1][0] - 1, labelled[-1][1]) in acked
+
+
 #: One verdict at a time: two operators labelling one alert at once could leave the alert
 #: saying false_alarm and its window label anomaly (2 of 30 rounds of 4 racing requests).
 _LABELLING = threading.Lock()
@@ -643,9 +681,17 @@ def _label_alert(
         # the verdict, and the acknowledgement of an open alert, in one write that a merge
         # racing it cannot land between (that lost the verdict: 200 for an unlisted alert)
         _audit_writable(security)
+        # what the verdict replaces, read under _LABELLING (verdicts are written one at a
+        # time), and where the store's outbox begins: the audit entry says what changed
+        before, mark = _get(store, alert_id), _last_event(store)
         alert, _ = _acknowledge(store, alert_id, who.name, **changes)
-        security.audit(who.actor, "alert.label", alert_id,
-                       {"device": alert.device_id, "label": body.label})
+        detail: dict[str, Any] = {"device": alert.device_id, "label": body.label,
+                                  "previous_label": before.label,
+                                  "acknowledged": _acknowledged_here(store, alert_id, mark,
+                                                                     before)}
+        if body.note is not None:
+            detail["note_chars"] = len(body.note)  # as label.add says it: not the text
+        security.audit(who.actor, "alert.label", alert_id, detail)
         if held is not None:
             note = f"alert {alert_id} labelled {body.label}"
             if alert.note:  # the note given now, or the one kept from an earlier verdict
