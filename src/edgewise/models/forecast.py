@@ -151,6 +151,10 @@ _MIN_DIP = 0.1
 _MIN_STEP_SHARE = 0.6
 #: Largest magnitude a forecast history may hold: squares of values must stay finite.
 _MAX_ABS = 1e150
+#: A history whose largest magnitude is below this is fitted on its values times a power of
+#: two that brings them near 1 (exact: the same shape), and forecast back in its own units:
+#: squares of values around 1e-300 underflow to 0, and a 3-step cycle was forecast flat.
+_MIN_ABS = 2.0**-100
 #: Empty steps in a run at least this long are an outage (the sensor was off), not the
 #: readings' rhythm: :func:`step_fill` leaves them out, as a coarser step would not fill them.
 _OUTAGE_NS = _NS_PER_DAY
@@ -742,6 +746,9 @@ class Forecaster:
                 f"Forecaster takes values within +-{_MAX_ABS:g} (their squares must fit a "
                 f"float); got one of magnitude {top:g}. Rescale the metric (other units) "
                 "first.")
+        # tiny values: fitted in units of unit_ (a power of two: exact), forecast back in theirs
+        self.unit_ = math.ldexp(1.0, math.frexp(top)[1]) if 0.0 < top < _MIN_ABS else 1.0
+        hashed, v = v, v / self.unit_
         self.step_ns_ = self._step_ns(ts)
         _check_span(ts, self.step_ns_)
         self.phase_ns_ = reading_phase(ts, self.step_ns_)
@@ -801,7 +808,7 @@ class Forecaster:
         self.trees_ = self._fit_trees(series, grid, n - 1, seed)
         keep = self._lookback() + 1
         self.history_ = (grid[-keep:].copy(), series[-keep:].copy())
-        self.training_hash_ = hashlib.sha256(ts.tobytes() + raw.tobytes()).hexdigest()
+        self.training_hash_ = hashlib.sha256(ts.tobytes() + hashed.tobytes()).hexdigest()
         self.n_steps_ = n
         return self
 
@@ -896,6 +903,7 @@ class Forecaster:
         """
         self._fitted()
         floor = getattr(self, "floor_", None)  # None in a model saved before floor_ existed
+        unit = getattr(self, "unit_", 1.0)  # 1 in a model saved before unit_ existed
         if X is None and y is None:
             grid, series = self.history_
         elif X is None or y is None:
@@ -904,7 +912,7 @@ class Forecaster:
                 "(the fitted history).", field="X" if X is None else "y", value=None)
         else:
             ts, v = self._series(X, y)
-            grid, series, lowest = self._recent_series(ts, v)
+            grid, series, lowest = self._recent_series(ts, self._in_units(v, unit))
             if floor is not None and lowest < floor:
                 floor = None  # the history disagrees: the metric goes below the floor
         need = self._lookback() + 1
@@ -929,10 +937,23 @@ class Forecaster:
             point, low, high = (np.maximum(a, floor) for a in (point, low, high))
         return pd.DataFrame({
             "time": pd.to_datetime(times, utc=True),
-            "forecast": point,
-            "low": np.minimum(low, point),
-            "high": np.maximum(high, point),
+            "forecast": point * unit,
+            "low": np.minimum(low, point) * unit,
+            "high": np.maximum(high, point) * unit,
         })
+
+    def _in_units(self, v: np.ndarray, unit: float) -> np.ndarray:
+        """A history given to :meth:`predict` in the units the model was fitted in
+        (:attr:`unit_`), refused where that takes a value beyond what fit takes."""
+        if unit == 1.0:
+            return v
+        top = float(np.max(np.abs(v), initial=0.0, where=~np.isnan(v)))
+        if not top / unit <= _MAX_ABS:
+            raise QualityError(
+                f"Forecaster was fitted on values of magnitude about {unit:g}; the history "
+                f"given holds one of magnitude {top:g}, more than {_MAX_ABS:g} times that. "
+                "Give the metric in the units it was fitted in.")
+        return v / unit
 
     def _recent_series(self, ts: np.ndarray, v: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, float]:

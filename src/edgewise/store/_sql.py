@@ -976,6 +976,24 @@ class SQLStoreMixin:
         metric's time window is read as one index range."""
         return _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
 
+    def count_metric(self, device_id: str, metric: str, start_ns: int | None = None,
+                     end_ns: int | None = None) -> int:
+        """How many readings of ``device_id``'s ``metric`` are stored in ``[start_ns,
+        end_ns)``, counted on the index (no value read): whether readings came late into a
+        span already read (a backlog sent after newer ones), as a cached forecast asks.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("p", "t", i, float(i)) for i in range(10)])
+        >>> s.count_metric("p", "t", 2, 7), s.count_metric("p", "t"), s.count_metric("p", "u")
+        (5, 10, 0)
+        >>> s.close()
+        """
+        check_text_args("count_metric", device_id=device_id, metric=metric)
+        where, params = self._device_where(device_id, metric, start_ns, end_ns)
+        return int(self._read(f"SELECT count(*) FROM readings WHERE {where}", params)[0][0])
+
     def times_before(self, device_id: str, metric: str, before_ns: int,
                      limit: int = 5) -> list[int]:
         """The times of the newest ``limit`` readings of ``device_id``'s ``metric`` before

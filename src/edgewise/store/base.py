@@ -194,6 +194,12 @@ class Store(Protocol):
         quality report of a range starting at ``before_ns`` judges a slow metric by."""
         ...
 
+    def count_metric(self, device_id: str, metric: str, start_ns: int | None = None,
+                     end_ns: int | None = None) -> int:
+        """How many readings of the device's ``metric`` are stored in ``[start_ns,
+        end_ns)``, read from the index alone."""
+        ...
+
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none)."""
         ...

@@ -13,7 +13,8 @@ within that many, so a fit costs about a second whatever the metric's rate.
 Fitting costs about a second (one CPU thread), so fitted models are kept per (device,
 metric, horizon) in :class:`ForecastCache` (one per app, at most :data:`MAX_ENTRIES`, the
 least recently used dropped first): a request is answered from the cache until the metric
-has a reading in a grid step after the cached history's last one, or :data:`TTL_S` has
+has a reading in a grid step after the cached history's last one, or one stored late into
+the span it was fitted on (a backlog sent after newer readings), or :data:`TTL_S` has
 passed; then the model is refitted. Two requests for one key fit once (the second waits
 for the first); at most :data:`MAX_FITS` fits run at once per app, and a request that has
 not had its turn (its key's, then a fit slot) within :data:`FIT_WAIT_S` is a 429 with
@@ -51,8 +52,8 @@ from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, unknown_metric
 from edgewise.server.routes.devices import device_summary, known_device
 
-__all__ = ["FIT_WAIT_S", "MAX_ENTRIES", "MAX_FITS", "MAX_HORIZON", "MAX_READINGS", "TTL_S",
-           "WINDOW_DAYS", "ForecastCache", "cache_of", "forget_device", "router"]
+__all__ = ["FIT_WAIT_S", "MAX_ENTRIES", "MAX_FITS", "MAX_HORIZON", "MAX_READINGS", "RECOUNT_S",
+           "TTL_S", "WINDOW_DAYS", "ForecastCache", "cache_of", "forget_device", "router"]
 
 router = APIRouter(tags=["readings"])
 
@@ -65,6 +66,10 @@ MAX_HORIZON = 336
 DEFAULT_HORIZON = 48
 #: Seconds a fitted model answers before it is refitted, even with no newer reading.
 TTL_S = 900.0
+#: Seconds between two counts of a bucketed (more than MAX_READINGS readings) forecast's
+#: span for readings stored late into it, while the device gets readings (of any metric):
+#: a count of a million readings takes PostgreSQL about 0.17 s, a cached answer 1 ms.
+RECOUNT_S = 60.0
 #: Fitted models kept per app (the least recently used goes first).
 MAX_ENTRIES = 256
 #: Fits one app runs at once (each takes a CPU and a threadpool thread for about a second).
@@ -84,6 +89,14 @@ class _Entry:
     #: half a step after the last step for readings as stored, the end of the last bucket
     #: (its start + the bucket) for bucketed ones.
     new_from_ns: int
+    #: The span of times read, ``[start, end)``, and how many readings of the metric it held
+    #: then: a reading stored late into it (a backlog sent after newer readings) is new too.
+    span: tuple[int, int] = (0, 0)
+    readings: int = 0
+    #: The device's readings (all metrics) when the span last held ``readings``: while it
+    #: holds as many, nothing came late and the span is not counted again.
+    device_readings: int = -1
+    counted_at: float = 0.0  # time.monotonic() of the last count (or the fit)
 
 
 class ForecastCache(FitCache[tuple[str, str, int], _Entry]):
@@ -117,16 +130,20 @@ def forget_device(app: Any, device_id: str) -> int:
     return cache_of(app).forget(device_id)
 
 
-def _history(store: Any, device_id: str, metric: str,
-             last_ns: int) -> tuple[list[tuple[str, int, float]], int | None]:
-    """The metric's readings in the window ending at ``last_ns`` and the bucket (ns) they
-    were averaged to (``None``: as stored)."""
-    start = last_ns - WINDOW_DAYS * _NS_PER_DAY
-    rows = store.query(device_id, metric, start, last_ns + 1, None, MAX_READINGS + 1)
+def _history(store: Any, device_id: str, metric: str, last_ns: int
+             ) -> tuple[list[tuple[str, int, float]], int | None, tuple[int, int], int]:
+    """The metric's readings in the window ending at ``last_ns``, the bucket (ns) they
+    were averaged to (``None``: as stored), the window ``[start, end)`` and how many
+    readings of the metric it held (counted before the buckets are read: one stored
+    meanwhile makes the next request look again, rather than be missed)."""
+    start, end = last_ns - WINDOW_DAYS * _NS_PER_DAY, last_ns + 1
+    rows = store.query(device_id, metric, start, end, None, MAX_READINGS + 1)
     if len(rows) <= MAX_READINGS:
-        return rows, None
+        return rows, None, (start, end), len(rows)
     bucket = bucket_s((last_ns - rows[0][1]) / 1e9, MAX_READINGS) * 10**9
-    return store.query(device_id, metric, start, last_ns + 1, bucket, MAX_READINGS + 1), bucket
+    count = store.count_metric(device_id, metric, start, end)
+    return (store.query(device_id, metric, start, end, bucket, MAX_READINGS + 1), bucket,
+            (start, end), count)
 
 
 def _too_little(device_id: str, metric: str, horizon: int, detail: str,
@@ -233,15 +250,30 @@ def _busy() -> Problem:
                 "forecasts_busy", 2)
 
 
-def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> bool:
-    """Whether a cached fit still answers: younger than the TTL, and no reading of the metric
+def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None,
+           device_readings: int) -> bool:
+    """Whether a cached fit still answers: younger than the TTL, no reading of the metric
     in a step after its grid's last one (a step holds the readings from half a step before
     its time to half a step after; a bucket, those from its start to the next bucket's:
-    :attr:`_Entry.new_from_ns`)."""
+    :attr:`_Entry.new_from_ns`), and none stored late into the span it was fitted on (a
+    store-and-forward agent's backlog, sent after newer readings: the forecast ignored
+    hours the chart showed until the TTL passed). That span is counted (on the index) only
+    when the device's readings (``device_readings``, all its metrics) changed since it
+    last was, and a bucketed one's (a count of up to millions) once a :data:`RECOUNT_S`
+    at most."""
     if entry is None or time.monotonic() - entry.fitted_at >= TTL_S:
         return False
-    newer = store.query(device_id, metric, entry.new_from_ns, None, None, 1)
-    return not newer
+    if store.query(device_id, metric, entry.new_from_ns, None, None, 1):
+        return False
+    if device_readings != entry.device_readings:
+        now = time.monotonic()
+        if entry.readings > MAX_READINGS and now - entry.counted_at < RECOUNT_S:
+            return True  # counted a moment ago; a large span is counted once a RECOUNT_S
+        if store.count_metric(device_id, metric, *entry.span) != entry.readings:
+            return False
+        # the span as fitted: not counted again until the device has another reading
+        entry.device_readings, entry.counted_at = device_readings, now
+    return True
 
 
 def _forecast(request: Request, store: Any, security: Any, device_id: str, metric: str,
@@ -259,18 +291,22 @@ def _forecast(request: Request, store: Any, security: Any, device_id: str, metri
         raise unknown_metric(device_id, metric, sorted(summary.metrics))
     key = (device_id, metric, horizon)
     entry = cache.get(key)
-    if _fresh(store, device_id, metric, entry):
+    if _fresh(store, device_id, metric, entry, summary.readings):
         return {**entry.answer, "cached": True}  # type: ignore[union-attr]
     # one fit per key at a time; the others use its result. The wait for the key's turn and
     # then a fit slot ends at one deadline: a 429 after FIT_WAIT_S, however many wait before
     until = deadline(FIT_WAIT_S) if until is None else until
     with cache.key_turn(key, until, _busy):
         entry = cache.get(key)
-        if _fresh(store, device_id, metric, entry):
+        if _fresh(store, device_id, metric, entry, summary.readings):
             return {**entry.answer, "cached": True}  # type: ignore[union-attr]
-        rows, bucket = _history(store, device_id, metric, summary.last_ns)
+        rows, bucket, span, count = _history(store, device_id, metric, summary.last_ns)
         with fit_slot(cache.fits, until, _busy):
             entry = _fit(device_id, metric, horizon, rows, bucket)
+        # the device's readings as read before the history: a later one makes the next
+        # request count the span again
+        entry.span, entry.readings, entry.device_readings = span, count, summary.readings
+        entry.counted_at = entry.fitted_at
         if known_device(security, store, device_id):  # deleted meanwhile: nothing kept
             cache.put(key, entry, generation)
     return {**entry.answer, "cached": False}
@@ -293,7 +329,8 @@ _TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail say
     "`season` (steps per cycle; 1: none found) and the `history` used (`history.spikes_left_out`: "
     "readings left out as isolated spikes, as the quality report calls them). Fitting takes about "
     "a second; the fit is kept per (device, metric, horizon) and reused (`cached: true`) "
-    "until the metric has a reading in a step after the fitted history's last, or for "
+    "until the metric has a reading in a step after the fitted history's last (or one "
+    "stored late within it), or for "
     f"{int(TTL_S)} s at most.",
     responses={404: {"description": "No device with that id (reason 'unknown_device'), or "
                      "the device has no readings of that metric (reason 'unknown_metric')."},
