@@ -93,10 +93,11 @@ def train_transfer_cmd(
 
     The fleet model is saved instead when fine-tuning changed nothing, or when the
     fine-tuned one does not beat it on the hold-out (the later half of the device's
-    labels, balanced accuracy) by a gain chance alone gives at most 5 % of the time (an
-    exact paired test on the windows only one of them got right); a fine-tuned model that
-    could not be measured, was kept on a hold-out under 30 windows, or flags far more
-    windows than the fleet model, is saved with a warning (stderr) saying so."""
+    labels, or the earlier where the later cannot measure it; balanced accuracy) by a gain
+    chance alone gives at most 5 % of the time (an exact paired test on the windows only
+    one of them got right); a fine-tuned model that could not be measured, was kept on a
+    hold-out under 30 windows, or flags far more windows than the fleet model, is saved
+    with a warning (stderr) saying so."""
     from edgewise.label.fleet_transfer import train_transfer
 
     _check_args(device, window)
@@ -122,8 +123,9 @@ def train_transfer_cmd(
     typer.echo(f"alarms on {device}'s {al['windows']} windows: fleet model {al['fleet']}, "
                f"fine-tuned model {al['fine_tuned']}")
     h = out["holdout"]
-    typer.echo(f"hold-out (later half of its labels): balanced accuracy fleet "
-               f"{h['fleet_balanced_accuracy']:.3f}, device {h['device_balanced_accuracy']:.3f}"
+    typer.echo(f"hold-out ({h.get('held_out', 'later')} half of its labels): balanced "
+               f"accuracy fleet {h['fleet_balanced_accuracy']:.3f}, "
+               f"device {h['device_balanced_accuracy']:.3f}"
                f"; F1 fleet {h['fleet_f1']:.3f}, device {h['device_f1']:.3f}; windows only the "
                f"device model got right {int(h['device_only_right'])}, only the fleet model "
                f"{int(h['fleet_only_right'])} (p = {h['paired_p']:.3f})"
