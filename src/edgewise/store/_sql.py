@@ -709,8 +709,11 @@ def alert_events_of(
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """The events ``(event, actor, detail)`` an applied ``acknowledge_alert`` writes:
     ``alert.acknowledged`` when the alert was open ``before`` and acknowledged ``after``,
-    then ``alert.labelled`` when ``changes`` hold a ``label``; the detail is what the alert
-    holds ``after`` the write (a relabel without a note keeps the earlier note).
+    then ``alert.labelled`` when ``changes`` hold a ``label`` and the write changed the
+    label, who gave it or its note, or acknowledged the alert with it (a repeated identical
+    verdict, as a client's retry sends, writes none: the webhooks would send it again);
+    the detail is what the alert holds ``after`` the write (a relabel without a note keeps
+    the earlier note).
 
     >>> before = Alert("d", 0, 9, 0.9, id="a1")
     >>> after = Alert("d", 0, 9, 0.9, id="a1", status="acknowledged", acked_by="ops",
@@ -719,11 +722,16 @@ def alert_events_of(
     ...     print(e)
     ('alert.acknowledged', 'ops', {'acked_by': 'ops'})
     ('alert.labelled', 'ops', {'label': 'false_alarm', 'labelled_by': 'ops', 'note': 'cleaned'})
+    >>> alert_events_of(after, after, "ops", {"label": "false_alarm"})
+    []
     """
     out: list[tuple[str, str, dict[str, Any]]] = []
-    if before.status == "open" and after.status == "acknowledged":
+    acked = before.status == "open" and after.status == "acknowledged"
+    if acked:
         out.append((EVENT_ACKNOWLEDGED, after.acked_by or by, {"acked_by": after.acked_by}))
-    if changes.get("label") is not None:
+    verdict = (before.label, before.labelled_by, before.note)
+    if changes.get("label") is not None and (
+            acked or verdict != (after.label, after.labelled_by, after.note)):
         out.append((EVENT_LABELLED, after.labelled_by or by,
                     {"label": after.label, "labelled_by": after.labelled_by,
                      "note": after.note}))
@@ -1559,12 +1567,23 @@ class SQLStoreMixin:
         >>> s.close()
         """
         check_text_args("absorbed", alert_id=alert_id)
+        # the whole tree under ``alert_id`` in one query (one per alert was 1.15 s for
+        # 1,000 merged alerts, and the verdict on the live alert waited on it)
+        rows = self._read(
+            "WITH RECURSIVE tree(id) AS ("
+            f"SELECT id FROM alerts WHERE merged_into = {self._ph} "
+            "UNION SELECT a.id FROM alerts a JOIN tree t ON a.merged_into = t.id) "
+            "SELECT a.id, a.merged_into FROM alerts a JOIN tree t ON a.id = t.id "
+            "ORDER BY a.created_ns, a.id", [alert_id])
+        under: dict[str, list[str]] = {}
+        for child, parent in rows:
+            under.setdefault(str(parent), []).append(str(child))
         out: list[str] = []
+        seen: set[str] = set()
         todo = [alert_id]
         while todo:  # merges form a tree under the live alert; a cycle is impossible
-            rows = self._read(f"SELECT id FROM alerts WHERE merged_into = {self._ph} "
-                              "ORDER BY created_ns", [todo.pop()])
-            ids = [str(r[0]) for r in rows if str(r[0]) not in out]
+            ids = [i for i in under.get(todo.pop(), []) if i not in seen]
+            seen.update(ids)
             out += ids
             todo += ids
         return out

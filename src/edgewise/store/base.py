@@ -425,7 +425,9 @@ class Store(Protocol):
 
         A write that applied also writes, in its transaction, the events it makes (see
         :meth:`alert_events`): ``alert.acknowledged`` when the alert was open, and
-        ``alert.labelled`` when ``changes`` hold a ``label``, in that order.
+        ``alert.labelled`` when ``changes`` hold a ``label`` and the write changed the
+        label, who gave it or its note, or acknowledged the alert with it (a repeated
+        identical verdict writes none), in that order.
         """
         ...
 
