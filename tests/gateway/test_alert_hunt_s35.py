@@ -44,7 +44,10 @@ def test_buffered_sensor_fault_stays_one_alert_while_another_sensor_alarms() -> 
     b_alerts = [x for x in store.list_alerts("buf") if "B" in x.drivers]
     assert len(b_alerts) == 1, [(x.start_ns // S - T, x.end_ns // S - T) for x in b_alerts]
     assert (b_alerts[0].start_ns - T * S) // S == 896
-    assert (b_alerts[0].end_ns - T * S) // S >= 931
+    # it ends at a reading of B's late buffer (from 900 on, sent after A alarmed at 1300):
+    # 931 before session 48, 910 since spikes are learned held to one width beyond the
+    # range (the -40 at 910 escalates and starts the suppression that damps 931)
+    assert (b_alerts[0].end_ns - T * S) // S >= 900
     assert any("A" in x.drivers for x in store.list_alerts("buf"))
     p.close()
     store.close()
