@@ -584,6 +584,11 @@ def check_store_alert_events(factory: StoreFactory) -> None:
         assert all(isinstance(e.at_ns, int) and e.at_ns > 0 for e in events), events
         assert [e.id for e in store.alert_events(after_id=ids[1], limit=1)] == [ids[2]]
         assert store.last_alert_event_id() == ids[-1]
+        # one alert's events only, after a mark (an API request's read of its own write)
+        got_for = [e.id for e in store.alert_events_for(b.id)]
+        assert got_for == ids[2:4], f"alert_events_for({b.id!r}) {got_for}; expected {ids[2:4]}"
+        assert [e.id for e in store.alert_events_for(a.id, after_id=ids[0])] == [ids[1]]
+        assert store.alert_events_for(b.id, after_id=ids[3]) == []
         # a merge writes its event; then a merged alert, an unknown id: nothing written
         c = store.add_alert(Alert("pump-1", T0 + 9 * S, T0 + 10 * S, 0.9))
         d = store.add_alert(Alert("pump-1", T0 + 11 * S, T0 + 12 * S, 0.9))

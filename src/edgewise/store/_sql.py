@@ -1288,6 +1288,30 @@ class SQLStoreMixin:
         return [AlertEvent(int(i), str(a), str(d), str(e), str(who), int(at), json.loads(x))
                 for i, a, d, e, who, at, x in rows]
 
+    def alert_events_for(self, alert_id: str, after_id: int = 0,
+                         limit: int = 1000) -> list[AlertEvent]:
+        """The alert events of alert ``alert_id`` numbered above ``after_id``, oldest first,
+        at most ``limit`` (see ``Store.alert_events_for``).
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> a, b = s.add_alert(Alert("d", 0, 9, 0.9)), s.add_alert(Alert("d", 20, 29, 0.9))
+        >>> _ = s.acknowledge_alert(a.id, "ops")
+        >>> _ = s.acknowledge_alert(b.id, "ops", label="true_alarm", labelled_by="ops")
+        >>> [(e.id, e.event) for e in s.alert_events_for(b.id)]
+        [(2, 'alert.acknowledged'), (3, 'alert.labelled')]
+        >>> [e.id for e in s.alert_events_for(b.id, after_id=2)], s.alert_events_for(a.id, 1)
+        ([3], [])
+        >>> s.close()
+        """
+        check_text_args("alert_events_for", alert_id=alert_id)
+        rows = self._read(
+            f"SELECT {', '.join(_EVENT_COLUMNS)} FROM alert_events "
+            f"WHERE alert_id = {self._ph} AND id > {self._ph} "
+            f"ORDER BY id LIMIT {max(0, int(limit))}", [alert_id, int(after_id)])
+        return [AlertEvent(int(i), str(a), str(d), str(e), str(who), int(at), json.loads(x))
+                for i, a, d, e, who, at, x in rows]
+
     def last_alert_event_id(self) -> int:
         """The highest alert event id given so far (0 when none was)."""
         rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}", [EVENT_COUNTER])

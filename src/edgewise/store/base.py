@@ -455,6 +455,14 @@ class Store(Protocol):
         """
         ...
 
+    def alert_events_for(self, alert_id: str, after_id: int = 0,
+                         limit: int = 1000) -> list[AlertEvent]:
+        """The alert events of alert ``alert_id`` only (as :meth:`alert_events` lists them)
+        numbered above ``after_id``, oldest first, at most ``limit``: what one alert's
+        writes made, read without listing every other alert's events (an API request
+        asking whether its verdict acknowledged the alert)."""
+        ...
+
     def last_alert_event_id(self) -> int:
         """The highest id an alert event of this store was given (0 when none was): the
         events written from now on are numbered above it. Deleting or pruning events
