@@ -276,6 +276,10 @@ _TABLES = [
     # an index range read; in a store made before raise numbers the column is added first
     # (:meth:`PostgresStore._set_up`)
     """CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_seq)""",
+    # the alerts merged into one (Store.absorbed, a merge's moves, merged_into IS NULL of
+    # the listing's live alerts) by an index read, not a scan of every alert; in a store
+    # made before merges the column is added first (:meth:`PostgresStore._set_up`)
+    """CREATE INDEX IF NOT EXISTS alerts_merged ON alerts (merged_into)""",
 ]
 
 #: One conflict (a key's new value) is recorded once, whichever of several writers sees it
@@ -309,7 +313,7 @@ def _made(stmt: str) -> tuple[str, str, str | None]:
     >>> _made(_TABLES[0])
     ('table', 'ew_meta', None)
     >>> _made(_TABLES[-1])
-    ('index', 'alerts_raised', 'alerts')
+    ('index', 'alerts_merged', 'alerts')
     """
     m = _CREATES.match(stmt)
     assert m is not None, stmt
@@ -775,6 +779,9 @@ class PostgresStore(SQLStoreMixin):
             # alerts made before they were numbered as raised: the column (NULL: written
             # before, found by creation time) before its index (made below)
             self._add_alerts_column(con, role, "raised_seq", "bigint")
+        if "ew_meta:alerts_merged_into" in missing and "alerts" not in missing:
+            # alerts made before they could merge: the column before its index
+            self._add_alerts_column(con, role, "merged_into", "text")
         made: set[str] = set()
         for stmt in _TABLES:
             kind, name, table = _made(stmt)
