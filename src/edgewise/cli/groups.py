@@ -237,6 +237,7 @@ def _table(summary: dict[str, Any], assigned: pd.DataFrame | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from edgewise.models._words import and_more
     from edgewise.models.cluster import MAX_MAGNITUDE
 
     console = Console()
@@ -274,13 +275,13 @@ def _table(summary: dict[str, Any], assigned: pd.DataFrame | None) -> None:
     for d, why in devices_out[:10]:
         console.print(f"note: device {escape(d)!r} left out (in no group): {escape(why)}")
     if len(devices_out) > 10:
-        console.print(f"note: and {len(devices_out) - 10} more device(s) left out likewise")
+        console.print(f"note:{and_more(len(devices_out), 10, 'device(s)')} left out likewise")
     aside = summary.get("set_aside", {})
     if aside:
         total = sum(n for per in aside.values() for n in per.values())
         shown = ", ".join(f"{d} {m} {n}" for d, per in list(aside.items())[:5]
                           for m, n in sorted(per.items()))
-        more = f" and {len(aside) - 5} more device(s)" if len(aside) > 5 else ""
+        more = and_more(len(aside), 5, "device(s)")
         console.print(f"note: {total} reading(s) past +-{MAX_MAGNITUDE:g} set aside (no "
                       f"reading comes near it: a 'no value' sentinel?): {escape(shown)}{more}")
     if summary["missing"]:

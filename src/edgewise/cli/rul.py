@@ -391,6 +391,7 @@ def _store_histories(
     unit's whole history, with a note saying why; so is one with a metric (any) named like
     the unit or time column."""
     from edgewise.errors import InvalidParameterError
+    from edgewise.models._words import first_and_more
     from edgewise.models.history import TRIMMED_WHY, device_frame, reading_step_s, trimmed_reason
 
     store = open_existing_store(url)
@@ -441,9 +442,8 @@ def _store_histories(
     finally:
         store.close()
     if trimmed:
-        more = f" and {len(trimmed) - 3} more" if len(trimmed) > 3 else ""
         typer.echo(f"note: skipped {len(trimmed)} device(s) whose stored history was trimmed "
-                   f"({', '.join(trimmed[:3])}{more}): a RUL model needs a unit's whole "
+                   f"({first_and_more(trimmed, 3)}): a RUL model needs a unit's whole "
                    f"history; {TRIMMED_WHY}", err=True)
     return got
 
@@ -451,11 +451,11 @@ def _store_histories(
 def _skipped_text(skipped: list[dict[str, Any]], shown: int = 10) -> str:
     """One line naming the skipped devices (or CSV units) with why: the first ``shown``,
     then how many more (``--json`` lists them all)."""
+    from edgewise.models._words import first_and_more
+
     what = "device(s)" if all("device" in s for s in skipped) else "unit(s)"
-    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    return f"skipped {len(skipped)} {what}: " + ", ".join(
-        f"{s.get('device', s.get('unit'))} ({s['reason']})" for s in skipped[:shown]
-    ) + more
+    return f"skipped {len(skipped)} {what}: " + first_and_more(
+        skipped, shown, each=lambda s: f"{s.get('device', s.get('unit'))} ({s['reason']})")
 
 
 def _store_training_table(
@@ -783,6 +783,7 @@ def predict_rul(
     cannot score are listed as skipped, with why.
     """
     from edgewise.errors import EdgewiseError
+    from edgewise.models._words import first_and_more
     from edgewise.models.rul import load_model
 
     if not model.is_file():
@@ -868,10 +869,10 @@ def predict_rul(
         typer.echo("note: an open interval has no upper bound (too few calibration residuals "
                    "for a finite one)")
     if passed:
-        shown = ", ".join(f"{g[key]} {g['sensor']}={g['value']:g} at {rul.time_column} "
-                          f"{g[rul.time_column]}" for g in passed[:10])
-        more = f" and {len(passed) - 10} more" if len(passed) > 10 else ""
+        shown = first_and_more(passed, 10, each=lambda g: (
+            f"{g[key]} {g['sensor']}={g['value']:g} at {rul.time_column} "
+            f"{g[rul.time_column]}"))
         typer.echo(f"note: passed over {len(passed)} lone glitch reading(s) far outside the "
-                   f"model's domain, carrying the previous value: {shown}{more}")
+                   f"model's domain, carrying the previous value: {shown}")
     if skipped:
         typer.echo(_skipped_text(skipped))

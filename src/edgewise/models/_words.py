@@ -11,10 +11,35 @@ device is an odd one out.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-__all__ = ["feature_kind", "feature_metric", "pair_metrics", "rounded", "short_number",
-           "short_pair", "trait_text"]
+__all__ = ["and_more", "feature_kind", "feature_metric", "first_and_more", "pair_metrics",
+           "rounded", "short_number", "short_pair", "trait_text"]
+
+
+def and_more(total: int, shown: int, noun: str = "") -> str:
+    """What a message naming the first ``shown`` of ``total`` things adds after them:
+    ``" and N more"`` (``" and N more <noun>"`` with a ``noun``), or ``""`` when it names
+    them all.
+
+    >>> and_more(12, 10), and_more(7, 5, "device(s)"), and_more(3, 3)
+    (' and 2 more', ' and 2 more device(s)', '')
+    """
+    return f" and {total - shown} more{' ' + noun if noun else ''}" if total > shown else ""
+
+
+def first_and_more(items: Sequence[Any], shown: int = 10, *,
+                   each: Callable[[Any], str] = str, noun: str = "") -> str:
+    """The first ``shown`` of ``items``, each as ``each`` writes it, joined by ``", "``,
+    then how many more (:func:`and_more`).
+
+    >>> first_and_more(["a", "b", "c", "d", "e"], 3)
+    'a, b, c and 2 more'
+    >>> first_and_more([("t", 1), ("p", 2)], each=lambda kv: f"{kv[0]!r}: {kv[1]}")
+    "'t': 1, 'p': 2"
+    """
+    return ", ".join(each(x) for x in items[:shown]) + and_more(len(items), shown, noun)
 
 
 def feature_kind(feature: str) -> str:

@@ -100,6 +100,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
+from edgewise.models._words import first_and_more
 from edgewise.models.cnn import CNNRegressor
 from edgewise.models.conditions import ConditionNormalizer
 from edgewise.models.conformal import ConformalBands
@@ -877,11 +878,10 @@ class RULModel:
         self.left_out_ |= {s: f"only {d} distinct value(s) {where} (at least {need} "
                               "needed): nothing to learn from" for s, d in dropped.items()}
         if not norm.keep_.any():
-            shown = ", ".join(f"{s!r}: {d}" for s, d in list(dropped.items())[:10])
-            more = f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""
+            shown = first_and_more(list(dropped.items()), 10, each=lambda sd: f"{sd[0]!r}: {sd[1]}")
             raise InvalidParameterError(
                 f"RULModel has no sensor to learn from: every sensor shows fewer than {need} "
-                f"distinct values {where} (distinct values: {shown}{more}), so it carries no "
+                f"distinct values {where} (distinct values: {shown}), so it carries no "
                 "sign of wear (a constant, stuck or placeholder feed) and the model would "
                 "predict from the unit's age alone. Give sensors whose values vary.",
                 field="sensor_columns", value=list(dropped))
