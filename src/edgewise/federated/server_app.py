@@ -80,6 +80,7 @@ from edgewise.federated.strategies import (
     scalar_metric,
     states_dp_sgd,
 )
+from edgewise.models._words import and_more
 
 __all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
            "read_checkpoint", "read_checkpoint_rule", "rule_path", "run_federated",
@@ -1045,7 +1046,7 @@ def _rounds_in_words(rounds: list[int]) -> str:
     >>> _rounds_in_words([2, 3]), _rounds_in_words(list(range(1, 13)))
     ('[2, 3]', '[1, 2, 3, 4, 5, 6, 7, 8, 9, 10] and 2 more')
     """
-    return str(rounds[:10]) + (f" and {len(rounds) - 10} more" if len(rounds) > 10 else "")
+    return str(rounds[:10]) + and_more(len(rounds), 10)
 
 
 def _stats_resume_conflict(release: dict[str, Any] | None, bounds: StatsBounds,
@@ -1593,6 +1594,45 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
 
+#: The run config's numbers, the devices' (ClientApp's) too, with whether each is a whole
+#: number and its default as a message says it: the ServerApp checks every one the run
+#: config holds before any device is asked anything.
+_RUN_NUMBERS: dict[str, tuple[bool, str]] = {
+    "num-nodes": (True, "3"), "num-server-rounds": (True, "2"),
+    "num-malicious": (True, "0"), "min-available-nodes": (True, "num-nodes"),
+    "local-epochs": (True, "1"), "batch-size": (True, "32"), "seed": (True, "0"),
+    "threads": (True, "1"), "beta": (False, "0.0"), "dp-noise": (False, "0.0"),
+    "dp-clip": (False, "1.0"), "dp-delta": (False, "1e-05"), "dp-sgd-noise": (False, "0.0"),
+    "dp-sgd-clip": (False, "1.0"), "dp-sgd-epsilon": (False, "0.0"), "lr": (False, "0.003"),
+    "round-timeout": (False, "120.0"), "dp-stats-share": (False, str(DEFAULT_STATS_SHARE)),
+}
+
+
+def _run_number(rc: Any, key: str, default: Any = None) -> Any:
+    """Run config ``key`` (``default`` when absent) as the number it is read as (``int``
+    for a whole number of :data:`_RUN_NUMBERS`, else ``float``); one that is none, a
+    ``dp-clip = "abc"``, is refused naming the key, its value and what it must be (it was
+    Python's "could not convert string to float: 'abc'", naming neither).
+
+    >>> _run_number({"dp-clip": "0.5"}, "dp-clip"), _run_number({}, "num-nodes", 3)
+    (0.5, 3)
+    >>> _run_number({"dp-clip": "abc"}, "dp-clip")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The run config's 'dp-clip' is 'abc', which is not a number; give a number (its default: 1.0).
+    """  # noqa: E501
+    raw = rc.get(key, default)
+    whole, shown = _RUN_NUMBERS[key]
+    try:
+        return int(raw) if whole else float(raw)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    what = "a whole number" if whole else "a number"
+    raise InvalidParameterError(
+        f"The run config's {key!r} is {raw!r}, which is not {what}; give {what} (its "
+        f"default: {shown}).", field=key, value=raw)
+
+
 def _main(grid: Grid, rc: Any, out: Path) -> None:
     from edgewise.federated.publish import (
         DEFAULT_TARGET,
@@ -1604,13 +1644,17 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
 
     dataset = str(rc.get("dataset", "pump"))
     kind, n_features, n_cond = ("ae", 6, 1) if dataset == "pump" else ("rul", 43, 6)
-    num_nodes = int(rc.get("num-nodes", 3))
+    for key in _RUN_NUMBERS:  # the devices' too: refused before any device is asked
+        if key in rc:
+            _run_number(rc, key)
+    num_nodes = _run_number(rc, "num-nodes", 3)
     publish_dir = out.parent if rc.get("data-dir-publish", "") == "" else \
         Path(str(rc["data-dir-publish"]))
     name = f"federated-{dataset}"
     target = str(rc.get("rollout-target", DEFAULT_TARGET))
-    dp_noise, dp_clip, dp_delta = (float(rc.get("dp-noise", 0.0)), float(rc.get("dp-clip", 1.0)),
-                                   float(rc.get("dp-delta", 1e-5)))
+    dp_noise, dp_clip, dp_delta = (_run_number(rc, "dp-noise", 0.0),
+                                   _run_number(rc, "dp-clip", 1.0),
+                                   _run_number(rc, "dp-delta", 1e-5))
     check_device_dp(dp_noise, dp_clip, dp_delta, names=("dp-noise", "dp-clip", "dp-delta"))
     # a release the registry would refuse after training (a device of the group rolled back
     # on this model, …) is refused before the devices spend their privacy budget on it
@@ -1639,20 +1683,20 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         rule_path(checkpoint).unlink(missing_ok=True)
     result = run_federated(
         grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
-        rounds=int(rc.get("num-server-rounds", 2)),
+        rounds=_run_number(rc, "num-server-rounds", 2),
         strategy=str(rc.get("strategy", "trimmed")),
-        num_malicious_nodes=int(rc.get("num-malicious", 0)),
-        beta=float(rc.get("beta", 0.0)),
-        min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
+        num_malicious_nodes=_run_number(rc, "num-malicious", 0),
+        beta=_run_number(rc, "beta", 0.0),
+        min_available_nodes=_run_number(rc, "min-available-nodes", num_nodes),
         dp_noise=dp_noise, dp_clip=dp_clip, dp_delta=dp_delta,
-        dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
-        dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
-        round_timeout=float(rc.get("round-timeout", 120.0)),
+        dp_sgd_clip=_run_number(rc, "dp-sgd-clip", 1.0),
+        dp_sgd_epsilon=_run_number(rc, "dp-sgd-epsilon", 0.0),
+        round_timeout=_run_number(rc, "round-timeout", 120.0),
         checkpoint=checkpoint, evaluate=bool(rc.get("evaluate", True)),
         secagg=secagg, robust=not secagg,
         stats_bounds=StatsBounds.from_doc(json.loads(str(rc["dp-stats-bounds"])), n_cond)
         if str(rc.get("dp-stats-bounds", "")) else None,
-        stats_share=float(rc.get("dp-stats-share", DEFAULT_STATS_SHARE)),
+        stats_share=_run_number(rc, "dp-stats-share", DEFAULT_STATS_SHARE),
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(
