@@ -90,7 +90,30 @@ class OneOf:
     options: tuple[Any, ...]
 
     def accepts(self, value: Any) -> bool:
-        return value in self.options
+        """Whether ``value`` is one of the options, and of its kind: ``True`` is not the
+        option ``1`` (``True == 1``), and an array is never an option (``value in
+        options`` compared it element by element: a 1-element array of an option's
+        text was taken, a longer one raised numpy's ``ValueError``, not a refusal).
+
+        >>> o = OneOf(("kmeans", 1))
+        >>> o.accepts("kmeans"), o.accepts(1), o.accepts(True), o.accepts(["kmeans"])
+        (True, True, False, False)
+        """
+        for option in self.options:
+            if value is option:
+                return True
+            if isinstance(value, bool) != isinstance(option, bool):
+                continue
+            same_kind = isinstance(value, type(option)) or (
+                isinstance(value, numbers.Number) and isinstance(option, numbers.Number))
+            if not same_kind:
+                continue
+            try:
+                if bool(value == option):
+                    return True
+            except (TypeError, ValueError):  # an equality with no single truth value
+                continue
+        return False
 
     def __str__(self) -> str:
         return "one of " + ", ".join(repr(o) for o in self.options)

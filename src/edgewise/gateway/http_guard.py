@@ -14,7 +14,13 @@ the same for HTTP, as a subclass of uvicorn's HTTP protocol
   is less; as the broker's cap on connections not logged in, so devices behind one NAT
   address that are sending are never refused by it); past either a new connection is
   closed at once, before a byte is read (counted in
-  ``edgewise_http_connections_closed_total{reason="per_source"|"total"}``);
+  ``edgewise_http_connections_closed_total{reason="per_source"|"total"}``); but at the
+  total cap a new connection first takes the place of the open one that has sat idle
+  between requests the longest (its answer sent, no next request begun; closed at once,
+  counted as ``reason="total"``): one peer that kept every connection open with a request
+  every second or so (a ``GET /healthz`` each) refused every other client for as long
+  as it went on, its devices' HTTP telemetry included. A connection with a request under
+  way, or not yet begun (capped per address as above), is never taken;
 * a connection with no request under way for ``idle_s`` (10 s: none begun since it
   opened, a request header sent a byte at a time, or idle after its last answer where
   uvicorn's keep-alive timer was stopped by a partial next request) is closed
@@ -65,14 +71,35 @@ def guarded_http_protocol(
                   else min(MAX_PENDING_PER_SOURCE, max(1, total // 2)))
     pending_by: dict[str, int] = {}  # connections with no request begun yet, by source
     opened = [0]  # connections open
+    conns: dict[Any, None] = {}  # the connections counted in ``opened``
+
+    def take_idle() -> bool:
+        """Close the connection idle between requests the longest (its answer complete, no
+        next request begun), counted out at once; whether there was one."""
+        victim = None
+        for c in conns:
+            cycle = getattr(c, "cycle", None)
+            if (c._ew_pending is None and cycle is not None and cycle.response_complete
+                    and (victim is None or c._ew_seen < victim._ew_seen)):
+                victim = c
+        if victim is None:
+            return False
+        transport = getattr(victim, "transport", None)
+        victim._ew_release()
+        if transport is not None:
+            transport.abort()  # now: a close waits for a peer that reads nothing
+        closed("total")
+        return True
 
     def closed(reason: str) -> None:
         if count is not None:
             count("edgewise_http_connections_closed_total", reason=reason)
 
     class Guarded(base):  # type: ignore[misc, valid-type]
-        _ew_open = False  # admitted and not yet gone
+        _ew_open = False  # admitted and not yet counted out
+        _ew_admitted = False  # admitted (uvicorn's state is made; it hears of its end)
         _ew_made = False  # uvicorn's connection_made has run (over TLS: handshake done)
+        _ew_seen = 0.0  # when it last sent a byte (monotonic)
         _ew_pending: str | None = None  # its source while no request has begun
         _ew_timer: asyncio.TimerHandle | None = None
         _ew_done: Any = None  # the request answered by the last check
@@ -82,19 +109,23 @@ def guarded_http_protocol(
             """Count a new connection in, or close it at once past a cap."""
             peer = transport.get_extra_info("peername")
             source = source_key(str(peer[0]) if isinstance(peer, tuple) and peer else "")
+            if opened[0] >= total and pending_by.get(source, 0) < per_source:
+                take_idle()  # an idle keep-alive connection makes room, if there is one
             if opened[0] >= total or pending_by.get(source, 0) >= per_source:
                 transport.abort()  # nothing read, nothing of uvicorn's state made
                 closed("total" if opened[0] >= total else "per_source")
                 return False
             opened[0] += 1
-            self._ew_open = True
+            self._ew_open = self._ew_admitted = True
+            self._ew_seen = time.monotonic()
+            conns[self] = None
             pending_by[source] = pending_by.get(source, 0) + 1
             self._ew_pending = source
             return True
 
         def connection_made(self, transport: Any) -> None:
             # over TLS it was admitted when accepted, before its handshake
-            if not self._ew_open and not self._ew_admit(transport):
+            if not self._ew_admitted and not self._ew_admit(transport):
                 return
             self._ew_made = True
             super().connection_made(transport)
@@ -111,6 +142,7 @@ def guarded_http_protocol(
                     pending_by.pop(source, None)
 
         def data_received(self, data: bytes) -> None:
+            self._ew_seen = time.monotonic()
             super().data_received(data)
             if self._ew_pending is not None and getattr(self, "cycle", None) is not None:
                 self._ew_begun()  # its first request's header is in
@@ -121,13 +153,14 @@ def guarded_http_protocol(
                 return
             self._ew_open = False
             opened[0] -= 1
+            conns.pop(self, None)
             self._ew_begun()
             if self._ew_timer is not None:
                 self._ew_timer.cancel()
                 self._ew_timer = None
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if not self._ew_open:  # refused at connection_made
+            if not self._ew_admitted:  # refused at connection_made
                 return
             self._ew_release()
             super().connection_lost(exc)

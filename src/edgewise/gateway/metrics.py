@@ -47,7 +47,8 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_http_connections_closed_total": (
         "counter", ("HTTP connections closed by the gateway, by reason (idle: no request "
                     "under way for 10 s, per_source, total: over the caps on open HTTP "
-                    "connections).")),
+                    "connections, or an idle keep-alive one closed to make room for a new "
+                    "one at the total cap).")),
     "edgewise_mqtt_deliveries_dropped_total": (
         "counter", ("Acks and dead letters not sent to an MQTT connection whose outbox was "
                     "full, by reason (outbox_full).")),

@@ -15,9 +15,12 @@ edgewise.errors.RateLimitError: Device 'pump-2' sent 1 readings over its limit o
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
 
+from edgewise.config import MIN_RATE_PER_S
 from edgewise.errors import InvalidParameterError, RateLimitError
 
 __all__ = ["RateLimiter"]
@@ -30,9 +33,24 @@ class RateLimiter:
     """Token buckets keyed by device id: ``rate_per_s`` sustained, ``burst`` at most at once."""
 
     def __init__(self, rate_per_s: float, burst: float) -> None:
-        if rate_per_s <= 0 or burst < 1:
+        """``rate_per_s``: a finite number of at least :data:`~edgewise.config.MIN_RATE_PER_S`;
+        ``burst``: a finite number of at least 1. NaN passed the old ``<= 0`` / ``< 1``
+        checks and turned the limit off (a NaN rate refilled every bucket at every take, a
+        NaN burst let every take through), and a subnormal rate made a refusal's retry wait
+        inf.
+
+        >>> RateLimiter(rate_per_s=float("nan"), burst=20)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: RateLimiter needs a finite rate_per_s of at least 1e-06 (readings per second) and a finite burst of at least 1. Got rate_per_s=nan, burst=20 instead.
+        """  # noqa: E501
+        ok = (isinstance(rate_per_s, numbers.Real) and isinstance(burst, numbers.Real)
+              and not isinstance(rate_per_s, bool) and not isinstance(burst, bool)
+              and MIN_RATE_PER_S <= rate_per_s < math.inf and 1 <= burst < math.inf)
+        if not ok:  # each comparison is False for NaN
             raise InvalidParameterError(
-                "RateLimiter needs rate_per_s > 0 and burst >= 1. "
+                f"RateLimiter needs a finite rate_per_s of at least {MIN_RATE_PER_S:g} "
+                "(readings per second) and a finite burst of at least 1. "
                 f"Got rate_per_s={rate_per_s!r}, burst={burst!r} instead."
             )
         self.rate_per_s = float(rate_per_s)
