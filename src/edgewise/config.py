@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -268,7 +269,9 @@ class Settings:
         for f in dataclasses.fields(cls):
             key = f"EDGEWISE_{f.name.upper()}"
             if flags.get(f.name) is not None:
-                values[f.name] = _cast(f.name, flags[f.name], f.type, source=f"--{f.name}")
+                # named by the setting, its variable and its flag (a keyword given here is
+                # no flag: "--fleet_prior" named an option no command has)
+                values[f.name] = _cast(f.name, flags[f.name], f.type)
             elif env.get(key, "") != "":  # an empty variable is unset, as the CLI has it
                 values[f.name] = _cast(f.name, env[key], f.type, source=key)
         unknown = set(flags) - {f.name for f in dataclasses.fields(cls)}
@@ -723,6 +726,15 @@ def _cast(name: str, raw: Any, typ: Any, source: str | None = None) -> Any:
                           f"{', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off).")
     if isinstance(raw, (list, tuple)) and "tuple" in typ:  # alert_webhooks from the CLI
         return tuple(str(u) for u in raw)
+    if typ in ("int", "float") and not isinstance(raw, str) and (
+            isinstance(raw, bool) or not isinstance(raw, numbers.Real) or (
+                typ == "int" and not isinstance(raw, numbers.Integral)
+                and not float(raw).is_integer())):
+        # a value, not text: int() cut 0.5 days of retention to 0 (keep everything) and
+        # 8080.7 to port 8080, and took True for 1, all without a word
+        if name in LIMITS:
+            raise _limit_error(name, raw)
+        raise ConfigError(f"Setting {shown} has value {raw!r}. Not a valid {typ}.")
     try:
         if typ == "Path":  # absolute: a relative data dir in duckdb:///{dir} became root's
             return Path(raw).expanduser().absolute()
@@ -733,6 +745,8 @@ def _cast(name: str, raw: Any, typ: Any, source: str | None = None) -> Any:
     except (TypeError, ValueError):
         if name in LIMITS:  # the range too, as a value out of it is told
             raise _limit_error(name, raw) from None
-        kind = {"int": "int", "float": "float"}[typ]
+        # (a Path setting given no text, e.g. data_dir=5: the lookup of its kind among
+        # "int" and "float" raised KeyError: 'Path')
+        kind = {"Path": "path (text)"}.get(typ, typ)
         raise ConfigError(f"Setting {shown} has value {raw!r}. Not a valid {kind}.") from None
     return str(raw)
