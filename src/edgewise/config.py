@@ -30,7 +30,7 @@ from edgewise.params import Interval
 
 __all__ = ["MAX_BYTES", "MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "MIN_RATE_PER_S",
            "SYSLOG_FACILITIES", "Settings", "SyslogTarget", "default_data_dir", "is_loopback",
-           "parse_syslog_url", "setting_value", "shown_url", "url_host", "userinfo_end"]
+           "parse_syslog_url", "scrubbed", "setting_value", "shown_url", "url_host", "userinfo_end"]
 
 
 def default_data_dir() -> Path:
@@ -519,6 +519,48 @@ def shown_url(url: str) -> str:
             param = f"{name}=***"
         params.append(param)
     return f"{head}?{'&'.join(params)}"
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's error about ``url``) with every secret of ``url`` (as
+    :func:`shown_url` masks them: the password, a secret query parameter's value, each as
+    written and percent-decoded) replaced by ``***``: libpq repeats a part of the URL it
+    cannot parse whole ("unexpected spaces found in \"my secret pass\""), which reached the
+    terminal and the logs past the masked URL. A secret under 4 characters is replaced only
+    where quoted (it could be any word of the message).
+
+    >>> scrubbed('unexpected spaces found in "my secret pass", use %20',
+    ...          "postgresql://u:my secret pass@db/ew")
+    'unexpected spaces found in "***", use %20'
+    >>> scrubbed('bad "pw" and pw', "postgresql://u:pw@db/ew?password=s%40fe99")
+    'bad "***" and pw'
+    >>> scrubbed("x s@fe99 s%40fe99", "postgresql://u@db/ew?password=s%40fe99")
+    'x *** ***'
+    """
+    from urllib.parse import unquote
+
+    if not isinstance(url, str) or not isinstance(text, str):
+        return text
+    secrets: set[str] = set()
+    _, sep, rest = url.partition("://")
+    if sep:
+        at = max(userinfo_end(rest), _last_at_before_query(rest))
+        _, colon, password = rest[:max(at, 0)].partition(":")
+        if colon:
+            secrets.add(password)
+    _, mark, query = url.partition("?")
+    for param in query.split("&") if mark else ():
+        name, eq, value = param.partition("=")
+        if eq and _param_name(name) in SECRET_URL_PARAMS:
+            secrets.add(value)
+    secrets |= {unquote(s) for s in secrets}
+    for secret in sorted(secrets, key=len, reverse=True):  # the longest first
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+        elif secret:
+            for q in ('"', "'"):
+                text = text.replace(f"{q}{secret}{q}", f"{q}***{q}")
+    return text
 
 
 def _last_at_before_query(rest: str) -> int:

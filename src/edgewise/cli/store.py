@@ -157,6 +157,7 @@ def _pg_sizes(url: str) -> dict[str, int]:
     """``pg_total_relation_size`` of each table a purge rewrites, by name, read on a
     connection of its own (no transaction held); refused (one line) for a bad URL, a server
     that does not answer, or a database or schema without the store's tables."""
+    from edgewise.config import scrubbed
     from edgewise.errors import StoreError
     from edgewise.store.postgres import _PURGED_TABLES, _one_line, _split_url
 
@@ -180,7 +181,8 @@ def _pg_sizes(url: str) -> dict[str, int]:
                 "AND c.relname = ANY(%s)", [list(_PURGED_TABLES)]).fetchall()
             where = schema or con.execute("SELECT current_schema()").fetchone()[0]
     except psycopg.Error as exc:
-        raise fail(f"Cannot connect to PostgreSQL store {shown!r}: {_one_line(exc)}") from None
+        raise fail(f"Cannot connect to PostgreSQL store {shown!r}: "
+                   f"{scrubbed(_one_line(exc), conninfo)}") from None
     sizes = {name: int(n) for name, n in rows}
     if "readings" not in sizes:
         raise fail(f"No Edgewise store at {shown!r}: schema {where!r} has no table 'readings'; "

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from edgewise.config import scrubbed
 from edgewise.errors import StoreError
 from edgewise.store import shown_url, userinfo_end
 from edgewise.store._batch import Columns, Prepared, SeqTracker, check_text_args, classify_batch
@@ -628,7 +629,8 @@ class PostgresStore(SQLStoreMixin):
             con = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise StoreError(
-                f"Cannot connect to PostgreSQL store {self.url!r}: {_one_line(exc)}"
+                f"Cannot connect to PostgreSQL store {self.url!r}: "
+                f"{scrubbed(_one_line(exc), self._conninfo)}"
             ) from exc
         try:
             con.execute("SET extra_float_digits = 3")  # float8 as text: its shortest exact form
