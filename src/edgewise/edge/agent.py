@@ -121,6 +121,8 @@ _REJECTED_DETAIL_KEEP = 2048  # characters of a rejection's detail kept (longer:
 _REJECTED_BYTES = 128 * 1024  # the rejected table's rows, newest first, kept within this
 _REJECTED_ROW_OVERHEAD = 64  # bytes counted per rejected row beyond its body and detail
 _STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not advance the ack
+# pause after a post the gateway answers with an error (not 413, 429): doubled each time
+_ERROR_FIRST_S, _ERROR_MAX_S = 1.0, 30.0
 # posts taken in a row after a 413 before one may go past the smallest refused size (a probe:
 # has the gateway's limit been raised?); doubled after each probe it refuses, up to the max
 _PROBE_FIRST, _PROBE_MAX = 8, 1024
@@ -652,10 +654,14 @@ class Outbox:
         return 0 if n is None else int(n)
 
     @_heals
-    def put(self, message: Mapping[str, Any], *, source_pos: int | None = None) -> int | None:
+    def put(self, message: Mapping[str, Any], *, source_pos: int | None = None,
+            hold: bool = False) -> int | None:
         """Store ``message`` with the next seq; return it, or None if dropped (buffer full).
 
         ``source_pos``, if given, is stored in the same transaction: where the source resumes.
+        ``hold``: a message that does not fit (the bound, or a full disk) is neither counted
+        dropped nor moves the source position: the caller reads it again later (a file's
+        row, still in the file); None then means held.
 
         The bound is ``max_bytes`` of counted bytes (:attr:`bytes_used`: each message's
         JSON and ``_ROW_OVERHEAD``) and of pages: the database's pages in use
@@ -671,11 +677,11 @@ class Outbox:
             unsaved = self._unsaved_drops
             if not self._reserved and (time.monotonic() - self._reserve_tried_at < 1.0
                                        or not self._make_reserve()):
-                self._drop_on_full_disk(source_pos)  # the ack's room comes before new data
+                self._drop_on_full_disk(source_pos, hold)  # the ack's room comes first
                 return None
             for attempt in (1, 2):
                 try:
-                    seq = self._store(message, source_pos, unsaved)
+                    seq = self._store(message, source_pos, unsaved, hold)
                     break
                 except sqlite3.OperationalError as exc:
                     if not _is_full(exc):
@@ -683,18 +689,18 @@ class Outbox:
                     # the WAL's own file may hold the room (after a full disk nothing else
                     # gives it back: with nothing pending no ack comes): give it back, once
                     if attempt == 2 or not self._truncate_wal():
-                        self._drop_on_full_disk(source_pos)
+                        self._drop_on_full_disk(source_pos, hold)
                         return None
             self._unsaved_drops = 0
             self.disk_full = False
             return seq
 
     def _store(self, message: Mapping[str, Any], source_pos: int | None,
-               unsaved: int) -> int | None:
+               unsaved: int, hold: bool = False) -> int | None:
         """:meth:`put`'s transaction: the message stored with the next seq, or None if it does
-        not fit the bound (counted in ``dropped`` with the ``unsaved`` drops before it)."""
+        not fit the bound (counted in ``dropped`` with the ``unsaved`` drops before it;
+        with ``hold`` neither counted nor its ``source_pos`` stored)."""
         with self._transaction():
-            self._save_position(source_pos)
             seq: int | None = self._meta("next_seq")
             body = json.dumps({**message, "seq": seq}, separators=(",", ":")).encode()
             size = len(body) + _ROW_OVERHEAD
@@ -720,7 +726,9 @@ class Outbox:
                                      (size,))
                 if near:
                     self._db.execute("RELEASE row")
-            unsaved += seq is None
+            if seq is not None or not hold:  # a held message: its source is read again
+                self._save_position(source_pos)
+                unsaved += seq is None
             if unsaved:
                 self._db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'",
                                  (unsaved,))
@@ -777,10 +785,13 @@ class Outbox:
             self._db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?)",
                              (self._source, source_pos))
 
-    def _drop_on_full_disk(self, source_pos: int | None) -> None:
+    def _drop_on_full_disk(self, source_pos: int | None, hold: bool = False) -> None:
         """Count a message the full disk refused: in the file if it still takes that small
-        update (it reuses pages), else in memory until a later put succeeds."""
+        update (it reuses pages), else in memory until a later put succeeds. ``hold``: not
+        counted, nor its ``source_pos`` stored (see :meth:`put`)."""
         self.disk_full = True
+        if hold:
+            return
         self._unsaved_drops += 1
         try:
             with self._transaction():
@@ -2844,6 +2855,9 @@ class Agent:
         self._unverified: _Record | None = None
         self._untrusted_logged: set[tuple[bytes, bytes | None]] = set()
         self.local_alerts = 0
+        # whether the last reading handled with ``hold`` was held: the outbox full, a
+        # csv row is left in its file, not dropped (handle, _read_source)
+        self.held = False
         self.refused: list[tuple[int, str]] = []
         self._manifest_refused: dict[str, str] = {}  # sha256 of manifest + signature: reason
         # sha256 of manifest + signature: (monotonic time of the next try, failures, outcome)
@@ -2859,6 +2873,11 @@ class Agent:
         self._rejected_unlogged: list[tuple[int | None, str, str]] = []
         self._unlisted_unlogged: Counter[str] = Counter()  # counted by the gateway, unlisted
         self._stall_s = 0.0
+        # the gateway's error answers to posts in a row, the wait after the last (doubled
+        # each time), and the status last logged and when (send_failed: once a minute)
+        self._send_failures = 0
+        self._error_s = 0.0
+        self._send_failed_logged: tuple[int, float] | None = None
         # what the gateway's body limit is known to be: the largest post it took, the
         # smallest it refused (413); posts are kept under the midpoint once one is refused,
         # and probe past it after _probe_every posts taken in a row (or _PROBE_AFTER_S)
@@ -3613,10 +3632,15 @@ class Agent:
     def _report(self, metrics: dict[str, float]) -> None:
         self._put({"ts": time.time(), "metrics": metrics})
 
-    def _put(self, message: Mapping[str, Any], source_pos: int | None = None) -> int | None:
+    def _put(self, message: Mapping[str, Any], source_pos: int | None = None,
+             hold: bool = False) -> int | None:
         """Buffer ``message``; when the outbox is full, warn at the first drop and then at
-        most once a minute (with the exact count), never once per reading."""
-        seq = self.outbox.put(message, source_pos=source_pos)
+        most once a minute (with the exact count), never once per reading. ``hold``: one
+        that does not fit is held, not dropped (:meth:`Outbox.put`; :attr:`held` says so)."""
+        seq = self.outbox.put(message, source_pos=source_pos, hold=hold)
+        if hold and seq is None:  # set here only: the other threads' reports never clear it
+            self.held = True
+            return None
         if seq is None:
             now = time.monotonic()
             why = "disk_full" if self.outbox.disk_full else "max_bytes"
@@ -3646,11 +3670,14 @@ class Agent:
         return seq
 
     def handle(self, reading: Mapping[str, float], source_pos: int | None = None,
-               ts_ns: int | None = None) -> int | None:
+               ts_ns: int | None = None, *, hold: bool = False) -> int | None:
         """Clean, score and buffer one reading; return its seq (None if the buffer dropped it).
 
-        ``ts_ns`` is the reading's own time (UTC nanoseconds); None stamps it now.
+        ``ts_ns`` is the reading's own time (UTC nanoseconds); None stamps it now. ``hold``
+        (a file's row, which can be read again): a reading the full outbox does not take is
+        not dropped but held (:attr:`held` True), its ``source_pos`` not stored.
         """
+        self.held = False
         clean = {k: number for k, v in reading.items() if (number := _finite(v)) is not None}
         metrics = dict(clean)
         with self._model_lock:  # an update installed meanwhile waits for this reading
@@ -3670,7 +3697,7 @@ class Agent:
         if not metrics:
             return None
         ts: float | int = time.time() if ts_ns is None else ts_ns
-        return self._put({"ts": ts, "metrics": metrics}, source_pos=source_pos)
+        return self._put({"ts": ts, "metrics": metrics}, source_pos=source_pos, hold=hold)
 
     def drain_once(self, client: Any) -> int:
         """Send one batch of pending messages; return the gateway's ack (or -1 if none).
@@ -3680,7 +3707,10 @@ class Agent:
         table, not sent again. An ack below what this outbox had acknowledged means the
         gateway forgot the device (deleted and added again, or a new gateway): the pending
         messages are numbered from its ack on (:meth:`Outbox.renumber`). A 200 answer that
-        does not advance the ack pauses (1 s, doubling up to 30 s) before the next post.
+        does not advance the ack pauses (1 s, doubling up to 30 s) before the next post;
+        so does an error answer (a 503: the gateway's store is down), warned about
+        (``send_failed``) at the first and then at most once a minute while it lasts, and
+        said (``send_recovered``) when a post is taken again. A 429 waits its Retry-After.
         A 413 (too large) keeps later posts under :attr:`post_budget`; a message refused
         alone is set aside as rejected (``too_large``) and a stand-in sent in its place
         (:meth:`_too_large`), so nothing behind it waits.
@@ -3693,16 +3723,26 @@ class Agent:
                         headers={**self._headers(), "Content-Type": "application/json"},
                         content=body)
         if r.status_code != 200:
-            log.warning(json.dumps({"event": "send_failed", "status": r.status_code,
-                                    "messages": len(msgs), "bytes": len(body),
-                                    "detail": _answer_detail(r)}))
-            if r.status_code == 413:  # payload too large: smaller posts, or set it aside
+            status = int(r.status_code)
+            if status == 413:  # payload too large: smaller posts, or set it aside
+                log.warning(json.dumps({"event": "send_failed", "status": status,
+                                        "messages": len(msgs), "bytes": len(body),
+                                        "detail": _answer_detail(r)}))
                 self._too_large(msgs, len(body), r)
-            elif r.status_code == 429:  # rate limited: wait as told (capped), keep order
-                self._stop.wait(_retry_after_s(r.headers.get("Retry-After")))
-            else:
-                self._stop.wait(1.0)
+            elif status == 429:  # rate limited: wait as told (capped), keep order
+                wait = _retry_after_s(r.headers.get("Retry-After"))
+                self._send_failed(status, msgs, body, r, wait)
+                self._stop.wait(wait)
+            else:  # an error (a 503: its store is down): 1, 2, 4 ... s, at most 30 s
+                self._error_s = min(max(2 * self._error_s, _ERROR_FIRST_S), _ERROR_MAX_S)
+                self._send_failed(status, msgs, body, r, self._error_s)
+                self._stop.wait(self._error_s)
             return -1
+        if self._send_failures:
+            log.info(json.dumps({"event": "send_recovered", "failures": self._send_failures,
+                                 "detail": "the gateway takes posts again after "
+                                 f"{self._send_failures} failed"}))
+        self._error_s, self._send_failures, self._send_failed_logged = 0.0, 0, None
         self._post_taken(len(body))
         answer = r.json()
         ack = int(answer["ack_seq"])
@@ -3733,6 +3773,25 @@ class Agent:
                                     "pending_from": msgs[0]["seq"], "retry_in_s": self._stall_s}))
             self._stop.wait(self._stall_s)
         return ack
+
+    def _send_failed(self, status: int, msgs: Sequence[Mapping[str, Any]], body: bytes,
+                     r: Any, wait: float) -> None:
+        """Log a post the gateway answered with error ``status`` (not 413, logged each
+        time by :meth:`drain_once`, as each teaches the body limit): ``send_failed``, a
+        warning with its detail, the failures in a row and the wait before the next post,
+        at the first failure of that status, then at most once a minute while it lasts. A
+        gateway whose store was down for an hour was said 3,600 times."""
+        self._send_failures += 1
+        now = time.monotonic()
+        last = self._send_failed_logged
+        if last is not None and last[0] == status and now - last[1] < _DROP_LOG_EVERY_S:
+            return
+        self._send_failed_logged = (status, now)
+        event: dict[str, Any] = {"event": "send_failed", "status": status,
+                                 "messages": len(msgs), "bytes": len(body),
+                                 "failures": self._send_failures,
+                                 "retry_in_s": round(wait, 3), "detail": _answer_detail(r)}
+        log.warning(json.dumps(event))
 
     @property
     def post_budget(self) -> int | None:
@@ -3977,18 +4036,34 @@ class Agent:
         sender = threading.Thread(target=self.sender_loop, name="edgewise-sender", daemon=True)
         sender.start()
         n = 0
+        self.held = False
         try:
-            if identity is not None:  # rows left in the file logrotate moved away first
-                n = self._finish_rotated(source, identity, rate_hz, limit)
-            if limit is None or n < limit:
-                pos, how = self.outbox.use_source(source, identity)
+            try:
+                if identity is not None:  # rows left in the file logrotate moved away first
+                    n = self._finish_rotated(source, identity, rate_hz, limit)
+                if (limit is None or n < limit) and not self.held:
+                    pos, how = self.outbox.use_source(source, identity)
+            except sqlite3.OperationalError as exc:
+                # a full disk refused the file's identity and position (it raised out of
+                # run: the sender, whose acks free room, stopped too): nothing of the file
+                # is read this run, its rows wait in it for the next
+                if not _is_full(exc):
+                    raise
+                self.held = True
+                log.warning(json.dumps({
+                    "event": "source_held", "source": source, "row": None,
+                    "buffered": self._buffered(), "detail": f"the disk is full ({exc}): "
+                    "this file's position cannot be recorded, so none of it is read this "
+                    "run; its rows stay in the file and the next run reads them, while "
+                    "what is buffered is sent"}))
+            if (limit is None or n < limit) and not self.held:
                 if source != "stdin":
                     log.info(json.dumps({"event": "source_start", "source": source,
                                          "position": pos, "how": how,
                                          "detail": _SOURCE_START[how]}))
                 n0 = n
                 pos, n = self._read_source(source, pos, rate_hz, limit, n)
-                if n == n0 and source.startswith("csv:") and pos > 1:
+                if n == n0 and source.startswith("csv:") and pos > 1 and not self.held:
                     log.info(json.dumps({
                         "event": "source_done", "source": source, "position": pos,
                         "detail": f"nothing after row {pos - 1} of this file, which this "
@@ -4005,10 +4080,25 @@ class Agent:
                      n: int) -> tuple[int, int]:
         """Buffer the readings of ``spec`` from position ``pos``, kept as the position of the
         source chosen with ``use_source``, until it ends or ``n`` readings in all reach
-        ``limit``; return the position and ``n`` then."""
+        ``limit``; return the position and ``n`` then.
+
+        A ``csv:`` file's row is never dropped: when the outbox is full (``--max-mb``, or the
+        disk) the reading stops at it (:attr:`held`, logged ``source_held``), its position
+        kept there, so the next run reads on from it; a source that cannot be read again
+        (sim, stdin) drops and counts the reading (:meth:`Outbox.put`)."""
+        hold = spec.startswith("csv:")
         for reading, ts_ns in _source(spec, pos, rate_hz):
+            self.handle(reading, source_pos=pos + 1, ts_ns=ts_ns, hold=hold)
+            if self.held:
+                why = "the disk is full" if self.outbox.disk_full else (
+                    f"the outbox holds its --max-mb ({self.outbox.max_bytes} bytes)")
+                log.warning(json.dumps({
+                    "event": "source_held", "source": spec, "row": pos,
+                    "buffered": self._buffered(), "detail": f"{why}: row {pos} of this file "
+                    "and those after it are left in the file, not dropped; the next run "
+                    "reads on from it once the gateway has acknowledged buffered readings"}))
+                break
             pos += 1
-            self.handle(reading, source_pos=pos, ts_ns=ts_ns)
             n += 1
             if limit is not None and n >= limit:
                 break
@@ -4052,7 +4142,7 @@ class Agent:
             "it was last read and before it was rotated, read from where it was moved"}))
         # rotated more than once since: the files made after it were never read at all
         for later in _rotated_after(source[4:], old):
-            if limit is not None and n >= limit:
+            if (limit is not None and n >= limit) or self.held:
                 break
             try:
                 later_identity = _file_identity(later)
