@@ -337,13 +337,13 @@ def test_serve_keeps_the_store_log_private_after_a_checkpoint(tmp_path: Path) ->
         r = httpx.post(f"{base}/v1/telemetry", json={"ts": time.time(), "seq": 1,
                                                       "metrics": {"t": value}},
                        headers={"Authorization": f"Bearer {secrets[device]}",
-                                "X-Device-Id": device})
+                                "X-Device-Id": device}, timeout=60)  # a loaded machine
         assert r.status_code == 200, r.text
 
     try:
         send("pump-2", 1.0)
         r = httpx.delete(f"{base}/v1/devices/pump-2",
-                         headers={"Authorization": f"Bearer {admin}"})
+                         headers={"Authorization": f"Bearer {admin}"}, timeout=60)
         assert r.status_code == 200, r.text
         assert not wal.exists() or wal.stat().st_size == 0  # checkpointed by the purge
         send("pump-1", 2.0)  # DuckDB writes the log anew
