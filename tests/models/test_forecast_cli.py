@@ -90,9 +90,9 @@ def test_predict_from_the_store_of_a_gateway(model_file: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--column", "nope"], "--column 'nope' is not a column"),
-    (["--column", "kw", "--horizon", "0"], "'horizon' parameter of Forecaster must be an int"),
+    (["--column", "kw", "--horizon", "0"], "--horizon must be a whole number of steps"),
     (["--column", "kw", "--season", "5000"], "needs a history of at least"),
-    (["--column", "kw", "--step", "weekly-ish"], "'step' parameter of Forecaster"),
+    (["--column", "kw", "--step", "weekly-ish"], "--step must be a positive time step"),
     (["--column", "kw", "--seed", "-1"], "--seed -1: must be a whole number from 0"),
     # finer than the hourly readings: a traceback from scikit-learn (exit 1), or gigabytes
     (["--column", "kw", "--step", "30min", "--horizon", "1"],

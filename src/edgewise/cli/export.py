@@ -517,6 +517,15 @@ def export_cmd(
                    "exports the model in it).")
     if capacity is not None and not 16 <= capacity <= 65535:
         raise fail(f"--capacity must be 16..65535 key slots. Got {capacity}.")
+    # named by their options, before any model is loaded (a typo was "Cannot export EWZScore
+    # to format='ONNX' ..." once the model had been read, naming neither option)
+    from edgewise.edge import _EXPORTERS
+
+    combos = {pair for table in _EXPORTERS.values() for pair in table}
+    for option, value, known in (("--format", format, sorted({f for f, _ in combos})),
+                                 ("--dtype", dtype, sorted({d for _, d in combos}))):
+        if value not in known:
+            raise fail(f"{option} must be one of {', '.join(known)}. Got {value!r}.")
     _check_ours(out_dir, format, name)
     if detector:
         if detector.lower() not in _DETECTORS:

@@ -314,9 +314,22 @@ def train_forecast(
     check_out(out, example="model.forecast", inputs=[("--csv", csv), ("--data", data_input(data))])
     if not 0 <= seed < 2**32:
         raise fail(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
+    # named by their options, and before the history is read (they were refused as "The
+    # 'horizon' parameter of Forecaster ..." once the whole history had been loaded)
+    if horizon < 1:
+        raise fail(f"--horizon must be a whole number of steps to forecast, at least 1. "
+                   f"Got {horizon}.")
+    if season is not None and season < 1:
+        raise fail(f"--season must be a whole number of steps per cycle, at least 1 (1: no "
+                   f"season), or left out to detect one. Got {season}.")
+    model = Forecaster(horizon=horizon, season=season, step=step, random_state=seed)
+    try:
+        model._given_step()
+    except EdgewiseError:
+        raise fail(f"--step must be a positive time step such as 30min, 1h or 5min, or left "
+                   f"out to take the readings' spacing. Got {step!r}.") from None
     ts, values, name = _history(csv, time_column, column, data, device, metric,
                                 clock=clock_column)
-    model = Forecaster(horizon=horizon, season=season, step=step, random_state=seed)
     # a model of stored data (it keeps the history's tail) names its device beside it, so
     # deleting the device deletes it (when it lies under the data dir's models folder)
     url = None

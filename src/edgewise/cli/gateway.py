@@ -423,6 +423,7 @@ def serve(
                          alert_webhook_allow_http, alert_webhook_ca_file, audit_syslog,
                          audit_syslog_ca_file)
     _check_consumer(settings)
+    _check_duckdb_file(settings.store_url)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
 
     async def main() -> None:
@@ -551,6 +552,25 @@ def merge_labels(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[d
     merged = {(x["device_id"], x["start_ns"]): x for x in old}
     merged.update({(x["device_id"], x["start_ns"]): x for x in new})
     return sorted(merged.values(), key=lambda x: (x["start_ns"], x["device_id"]))
+
+
+def _check_duckdb_file(store_url: str) -> None:
+    """Refuse (one line, exit 2) a ``duckdb:///PATH`` store whose file is there but is no
+    DuckDB database: DuckDB opens a CSV as a read-only view without an error, and the
+    gateway took readings into it, acknowledged, that were gone at its next start."""
+    from edgewise.errors import StoreError
+    from edgewise.store import duckdb_file, shown_url
+    from edgewise.store.duckdb import not_a_duckdb_file
+
+    try:
+        path = duckdb_file(store_url)
+    except StoreError:  # opening the store says what is wrong with the URL
+        return
+    why = not_a_duckdb_file(path) if path is not None else None
+    if why:
+        raise fail(f"--store (EDGEWISE_STORE) {shown_url(store_url)!r}: {why}; the gateway "
+                   "would keep no reading there. Give the store's file, e.g. "
+                   "duckdb:///<data dir>/edgewise.duckdb, or leave --store out.")
 
 
 def _stored_seqs(store_url: str, device_ids: list[str]) -> dict[str, int]:

@@ -463,9 +463,38 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
+def not_a_duckdb_file(path: Path | str) -> str | None:
+    """Why the existing file ``path`` is no DuckDB database (``None``: it is one, or it is
+    empty or missing). DuckDB opens a CSV file as a read-only view of it, without an
+    error, so a store "opened" there held nothing and what was written to it was lost: a
+    purge replaced the file with an empty store, and
+    :func:`_connect` refuses it. A DuckDB file has ``DUCK`` at byte 8.
+
+    >>> import tempfile
+    >>> csv = Path(tempfile.mkdtemp()) / "pump.csv"
+    >>> _ = csv.write_text("time,temp_c")
+    >>> not_a_duckdb_file(csv).endswith("is no DuckDB database file: it starts with "
+    ...     "'time,temp_c', not DuckDB's header (a CSV or another file given as the store?)")
+    True
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None  # missing or unreadable: opening it says why
+    if not head or head[8:12] == b"DUCK":
+        return None
+    return (f"{str(path)!r} is no DuckDB database file: it starts with "
+            f"{head.decode('utf-8', 'replace')!r}, not DuckDB's header (a CSV or another "
+            "file given as the store?)")
+
+
 def _connect(path: Path | str, spill: Path | None = None) -> duckdb.DuckDBPyConnection:
     """Open the file, spilling to the private folder ``spill`` (default: the file's own,
     :func:`_private_spill_dir`), turning DuckDB's lock and WAL errors into Edgewise errors."""
+    if str(path) != ":memory:" and (why := not_a_duckdb_file(path)):
+        raise StoreError(f"Cannot open DuckDB store {str(path)!r}: {why}; it is left as it "
+                         "is. Give the store's own file (duckdb:///<data dir>/edgewise.duckdb).")
     if spill is None:
         spill = _private_spill_dir(Path(path))
     try:
