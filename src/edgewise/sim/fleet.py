@@ -201,6 +201,19 @@ class FleetRunner:
         if newest is not None:
             self._acked_ns[d.device_id] = newest
 
+    def unacked_seqs(self) -> dict[str, list[int]]:
+        """Each device's sent seqs no ack it saw covers, oldest first (a device with none
+        is left out): what the gateway may have stored after the last ack a device saw,
+        to ask its store about once it has stopped (:meth:`labels`).
+
+        >>> FleetRunner(PumpFleet(1), [("pump-01", "s")]).unacked_seqs()
+        {}
+        """
+        with self._sent_lock:
+            for d in self.devices:
+                self._note_acked(d)
+            return {d: [seq for seq, _ in sent] for d, sent in self._unacked.items() if sent}
+
     def acked_ns(self, stored_seq: Mapping[str, int] | None = None) -> dict[str, int]:
         """Each device's newest sample time (ns) the gateway has acknowledged, so
         committed; a device none of whose readings of this run were acknowledged is left
@@ -223,12 +236,16 @@ class FleetRunner:
         2 s in :meth:`stop`) was not stored: a later run on the same data goes on after
         the newest stored reading, and its readings must not fall inside these labels.
 
-        ``stored_seq`` ``{device_id: seq}``: each device's seq watermark in the gateway's
-        store (every seq up to it stored), read once the gateway has stopped; the readings
-        it covers count as acknowledged. The gateway goes on storing what was sent after
-        the last ack a device saw (a demo stopped during its history stored some 15 s of
-        readings more), and a label cut at that ack left those readings of its fault
-        unlabelled.
+        ``stored_seq`` ``{device_id: seq}``: each device's newest seq the gateway's store
+        holds (the highest of :meth:`unacked_seqs` it stored, or its seq watermark), read
+        once the gateway has stopped; the readings up to it count as acknowledged. The
+        gateway goes on storing what was sent after the last ack a device saw (a demo
+        stopped during its history stored some 15 s of readings more), and a label cut at
+        that ack left those readings of its fault unlabelled. Not the watermark alone: a
+        reading sent after the next one (a swap) may be left unread by the stopping
+        gateway while the next one was stored, and that stored reading, above the seq
+        gap, was left outside its fault's label. The reading of the gap was not stored,
+        so a label over its time holds no stored reading that is not of its fault.
 
         >>> r = FleetRunner(PumpFleet(1, fault_rate_per_h=3600.0), [("pump-01", "s")])
         >>> _ = r.fleet.step(10**9)  # a fault begins, and nothing is acknowledged
