@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgewise.detect.base import Detector
+from edgewise.detect.base import Detector, readings
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import InvalidParameterError
 from edgewise.label.store import is_anomalous
@@ -52,6 +52,30 @@ class _Diff(Detector):
 
     def score_one(self, x):  # type: ignore[no-untyped-def]
         return self.detector.score_one(self._step(x))
+
+    def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+        """What the score-then-learn loop gives, the steps taken at once and handed to an
+        :class:`EWZScore`'s compiled ``score_many`` for one metric (the loop, a dict a
+        reading, made :func:`windows_from_series` 2.5x slower); the loop otherwise.
+
+        A step is ``x[t] - x[t-1]`` where both readings are finite, else missing, as
+        :meth:`_step` makes it (a missing reading is no key, and leaves nothing to step
+        from); the first one steps from the last reading learned before.
+        """
+        X, names = readings(X, columns)
+        if type(self.detector) is not EWZScore or X.shape[1] != 1:
+            return super().score_many(X, names)
+        name = names[0]
+        col = np.where(np.isfinite(X[:, 0]), X[:, 0], np.nan)
+        prev = np.empty_like(col)
+        prev[:1] = self._last.get(name, np.nan)
+        prev[1:] = col[:-1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            steps = col - prev  # NaN where either is missing; inf (missing to EWZScore) kept
+        out = self.detector.score_many(steps[:, None])
+        if len(col):
+            self._last = {name: float(col[-1])} if np.isfinite(col[-1]) else {}
+        return out
 
 
 def default_ensemble() -> list[Callable[[], Detector]]:
