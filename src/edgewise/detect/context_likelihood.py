@@ -1222,6 +1222,8 @@ class ContextLikelihood(Detector):
         # the kernels skip non-finite values themselves: one column goes in as it is
         a = np.ascontiguousarray(a[:, 0]) if a.ndim == 2 and a.shape[1] == 1 else (
             first_finite_column(a))
+        if not a.flags.writeable:  # pandas 3's to_numpy(): a second compiled version of
+            a = a.copy()  # each kernel (6 s on its first call) for read-only input
         out = np.empty(len(a))
         if self._counter_path:  # up to the stretch from which the stream is a level
             k = _run_counter(self.state_, self.table_, self._p, self.counter_,
