@@ -16,7 +16,8 @@ from edgewise.errors import StoreError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.problems import Problem, shorten
 from edgewise.server.query import format_ns, parse_duration, parse_instant
-from edgewise.server.routes.devices import device_summary, known_device, not_found
+from edgewise.server.readings_csv import time_formatter
+from edgewise.server.routes.devices import device_summary
 
 __all__ = ["CsvResponse", "parse_range", "router"]
 
@@ -78,7 +79,13 @@ _REFUSALS = {404: {"description": "No device with that id (reason 'unknown_devic
     description="Times are RFC 3339 with an offset or epoch seconds; the range is "
     "[start, end). With `step` ('500ms', '60s', '5m', '1h', or seconds) values are averaged "
     "per bucket and each point's time is its bucket's start. Series come as parallel arrays "
-    "`t` (epoch seconds) and `v`.",
+    "`t` (epoch seconds) and `v`. Points come metric after metric (sorted), each in time "
+    "order: when `limit` cuts them (`truncated: true`), `next` says where the answer stopped "
+    "— `metric`, the metric cut, and `start`, the time (RFC 3339 UTC, nanoseconds) of its "
+    "first point left out (ask again with that `metric` and `start` for the rest of it) — "
+    "and `metrics_not_read`, the device's other metrics, of which the answer has no point "
+    "(those after the cut one, or with none in the range: ask for each with `metric`); "
+    "`next` is null when nothing was cut.",
     responses=_REFUSALS,
 )
 async def readings(
@@ -95,14 +102,26 @@ async def readings(
     ] = MAX_POINTS,
 ) -> dict[str, Any]:
     start_ns, end_ns, step_ns = parse_range(start, end, step)
+    summary = None
     if metric:  # its 404 names the device's metrics; without one, whether it is known
         await run_in_threadpool(device_summary, security, store, device_id, metric)
-    elif not await run_in_threadpool(known_device, security, store, device_id):
-        raise not_found(device_id)
+    else:
+        summary = await run_in_threadpool(device_summary, security, store, device_id)
     # one row past the limit tells 'truncated' without reading the rest of the history
     rows = await run_in_threadpool(store.query, device_id, metric or None, start_ns, end_ns,
                                    step_ns, limit + 1)
     truncated = len(rows) > limit
+    # the rows come metric after metric: a cut page holds none of the metrics after the cut
+    # one, and 'truncated' alone left a client to guess which (and where to go on)
+    next_page = None
+    if truncated:
+        cut_metric, cut_ns = rows[limit][0], rows[limit][1]
+        # the device's metrics with no point here, the cut one aside (those after it, and
+        # any with none in the range): a set, not '> cut_metric', whatever the store's order
+        after = sorted(set(summary.metrics if summary is not None else ())
+                       - {r[0] for r in rows[:limit]} - {cut_metric})
+        next_page = {"metric": cut_metric, "start": time_formatter("rfc3339")(cut_ns),
+                     "metrics_not_read": after}
     series: dict[str, dict[str, list[float]]] = {}
     for name, ts_ns, value in rows[:limit]:
         s = series.setdefault(name, {"t": [], "v": []})
@@ -115,6 +134,7 @@ async def readings(
         "step_s": None if step_ns is None else step_ns / 1e9,
         "points": min(len(rows), limit),
         "truncated": truncated,
+        "next": next_page,
         "series": series,
     }
 

@@ -220,7 +220,9 @@ def _newest_loading(paths: list[Path]) -> tuple[Any, Path | None, list[dict[str,
         try:
             return _load(path), path, skipped
         except (ModelFileError, OSError) as exc:  # OSError: removed or unreadable meanwhile
-            skipped.append({"model": path.name, "detail": str(exc)})
+            # the server's own path is for its log (where _load says it), not a viewer's answer
+            skipped.append({"model": path.name, "detail": str(exc).replace(
+                str(path), f"<data dir>/models/{path.name}")})
     return None, None, skipped
 
 
@@ -236,7 +238,7 @@ def _predict(store: Any, data_dir: Path, device_id: str,
     paths = model_files(data_dir)
     if not paths:
         return _none(device_id, "no_model",
-                     f"No RUL model file (rul*) in {str(Path(data_dir) / 'models')!r}; make "
+                     "No RUL model file (rul*) in the gateway's '<data dir>/models'; make "
                      "one with 'edgewise train rul --out <data dir>/models/rul-v1.ewm'.")
     try:
         key = (device_id, "|".join(_file_key(p) for p in paths))
