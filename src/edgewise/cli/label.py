@@ -257,13 +257,19 @@ def list_(
 ) -> None:
     """List the current labels (or their whole history)."""
     labels = []
+    why = " (no label has been imported into this data directory)"
     if (existing_data_dir(data_dir) / "labels.sqlite").is_file():  # a listing makes nothing
         store, security = _open(data_dir)
         try:
             labels = store.history(device) if history else store.labels(device)
+            why = ("" if device is None or security.has_device(device)
+                   else " (it is no registered device; 'edgewise device list' shows them)")
         finally:
             store.close()
             security.close()
+    if not labels:  # an empty table alone read as "the command ran, and found nothing to say"
+        typer.echo(f"note: no labels{'' if device is None else f' for device {device!r}'}"
+                   f"{why}", err=True)
     if json_out:
         typer.echo(json.dumps([lab.to_dict() for lab in labels]))
         return

@@ -205,6 +205,9 @@ def train_cmd(
         return
     from edgewise.label.workflow import train_with_labels
 
+    if with_labels and device is None:
+        raise fail("--with-labels trains one device's label-aware models: give --device D "
+                   "with it, e.g. 'edgewise train --with-labels --device pump-1'.")
     if not with_labels or device is None:
         raise fail("Say what to train: 'edgewise train rul …', or "
                    "'edgewise train --with-labels --device D'.")

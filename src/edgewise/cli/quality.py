@@ -441,6 +441,9 @@ def quality(
                     raise fail(f"the plot of device {str(dev)!r} metric {str(metric)!r} "
                                f"could not be drawn ({type(exc).__name__}: {exc}); run "
                                "without --plots for the report") from None
+        if not written:  # an empty folder and no word read as plots that failed to appear
+            typer.echo(f"note: no plots: nothing flagged (no metric has a flagged reading or "
+                       f"a gap); none written to --plots {str(plots)!r}", err=True)
     if json_out:  # NaN or Infinity would make it no JSON: null instead
         typer.echo(json.dumps(_json_ready({"devices": report, "plots": written}),
                               default=str, allow_nan=False))
