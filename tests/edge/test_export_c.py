@@ -112,12 +112,20 @@ def test_trees_c_and_onnx_match_python_on_cmapss(model, fd001):
         compress.tree_table(model).roots)
 
 
-def test_trees_int8_c_matches_its_reference_and_keeps_accuracy(fd001):
-    """Check int8 C equals the quantised reference and costs under 1 cycle of RMSE."""
+@pytest.fixture(scope="module")
+def gbr_depth4(fd001):
+    """60 boosted trees of depth 4 on the C-MAPSS windows, fitted once for the int8 and the
+    pruning tests (each fit took ~5 s on a loaded 2-core machine; exports leave it as is)."""
     from sklearn.ensemble import GradientBoostingRegressor
 
-    Xtr, ytr, Xte, yte = fd001
-    gbr = GradientBoostingRegressor(n_estimators=80, max_depth=3, random_state=0).fit(Xtr, ytr)
+    Xtr, ytr, _, _ = fd001
+    return GradientBoostingRegressor(n_estimators=60, max_depth=4, random_state=0).fit(Xtr, ytr)
+
+
+def test_trees_int8_c_matches_its_reference_and_keeps_accuracy(fd001, gbr_depth4):
+    """Check int8 C equals the quantised reference and costs under 1 cycle of RMSE."""
+    Xtr, _, Xte, yte = fd001
+    gbr = gbr_depth4
     q = compress.quantize_trees(compress.tree_table(gbr), Xtr)
     c = export(gbr, format="c", dtype="int8", name="rulq", calibration=Xtr)
     assert np.abs(c.predict(Xte) - q.predict(Xte)).max() < RUL_TOL
@@ -126,12 +134,10 @@ def test_trees_int8_c_matches_its_reference_and_keeps_accuracy(fd001):
     assert abs(_rmse(c.predict(Xte), yte) - _rmse(gbr.predict(Xte), yte)) < 1.0
 
 
-def test_tree_pruning_shrinks_flash_with_bounded_loss(fd001):
+def test_tree_pruning_shrinks_flash_with_bounded_loss(fd001, gbr_depth4):
     """Check that dropping the later half of the trees halves flash and costs under 1 cycle."""
-    from sklearn.ensemble import GradientBoostingRegressor
-
-    Xtr, ytr, Xte, yte = fd001
-    gbr = GradientBoostingRegressor(n_estimators=60, max_depth=4, random_state=0).fit(Xtr, ytr)
+    _, _, Xte, yte = fd001
+    gbr = gbr_depth4
     full = export(gbr, format="c", name="full")
     t = compress.tree_table(gbr)
     half = export(compress.prune_trees(t, max_trees=30), format="c", name="half")

@@ -210,10 +210,11 @@ def test_why_odd_names_the_cycle_strength_not_a_made_up_peak() -> None:
 
 # -- 6. the null cloud and the odd cut in O(n²), not features³ ---------------------------------
 def test_no_features_by_features_matrix_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check a fit of 12 devices with 40 metrics (940 features) builds no covariance or
-    eigen-decomposition bigger than devices x devices (before: a 940 x 940 covariance
-    factored for each of 8 null draws and the odd cut: 27 s, and 194-338 s with 60 metrics
-    against 3 s now), and its groups are the two kinds."""
+    """Check a fit of 12 devices with 16 metrics (184 features: more than the 12 x 12 a
+    devices x devices matrix holds, so any features x features one is caught) builds no
+    covariance or eigen-decomposition bigger than devices x devices (before: a features x
+    features covariance factored for each of 8 null draws and the odd cut: 27 s with 40
+    metrics, 194-338 s with 60, against 3 s now), and its groups are the two kinds."""
     sizes: list[int] = []
     cov, eigvalsh = np.cov, np.linalg.eigvalsh
 
@@ -230,11 +231,11 @@ def test_no_features_by_features_matrix_is_built(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(np.linalg, "eigvalsh", counted_eig)
     rng = np.random.default_rng(0)
     ix = IDX[:200]
-    fleet = {f"d{i:02d}": pd.DataFrame(rng.normal(0, 1, (200, 40)) + (i % 2) * 3, index=ix,
-                                       columns=[f"m{j:03d}" for j in range(40)])
+    fleet = {f"d{i:02d}": pd.DataFrame(rng.normal(0, 1, (200, 16)) + (i % 2) * 3, index=ix,
+                                       columns=[f"m{j:03d}" for j in range(16)])
              for i in range(12)}
     model = BehaviourGroups().fit(fleet)
-    assert len(model.feature_names_) == 940 and model.n_groups_ == 2
+    assert len(model.feature_names_) == 184 and model.n_groups_ == 2
     assert model.labels_.iloc[::2].nunique() == model.labels_.iloc[1::2].nunique() == 1
     assert max(sizes, default=0) <= 12 * 12, max(sizes)
 
