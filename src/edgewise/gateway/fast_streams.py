@@ -27,8 +27,10 @@ whose typical interval is under ``fast_interval_s``:
 
 Two-state streams (a door contact, a running flag: how long each state lasts is scored)
 are exempt from both. A cumulative counter's increments are gated as a level under a key of
-their own (the pipeline passes each increment; a step backwards is left ungated: it always
-alarms): a 1 Hz meter's noisy increments raised 6-7 alerts an hour ungated.
+their own (the pipeline passes each increment, a rise over a gap of lost readings as its
+share of one typical interval (:meth:`FastStreamGate.interval_s`), not learned; a step
+backwards is left ungated: it always alarms): a 1 Hz meter's noisy increments raised 6-7
+alerts an hour ungated, and each gap of 5 s or more one.
 
 >>> gate = FastStreamGate(warmup=5)
 >>> s = [gate.observe(("p", "a"), i * 10**9, 10.0 + (i % 3) * 0.1, 0.0) for i in range(40)]
@@ -136,6 +138,35 @@ class FastStreamGate:
         """Whether the stream ``(device, metric)`` is read more often than ``fast_interval_s``."""
         st = self.streams_.get(key)
         return st is not None and self._fast(st)
+
+    def interval_s(self, key: tuple[str, str]) -> float | None:
+        """The typical interval of ``key`` in seconds (the geometric mean of its recent
+        intervals); ``None`` before it has had enough intervals to tell.
+
+        >>> gate = FastStreamGate()
+        >>> for i in range(12):
+        ...     _ = gate.observe(("p", "a"), i * 2 * 10**9, 1.0, 0.0)
+        >>> gate.interval_s(("p", "a")), gate.interval_s(("p", "b"))
+        (2.0, None)
+        """
+        st = self.streams_.get(key)
+        if st is None or st.intervals < _MIN_INTERVALS:
+            return None
+        return math.exp(st.log_interval)
+
+    def last_reading(self, key: tuple[str, str]) -> tuple[int, float] | None:
+        """The time (the newest seen) and value (the last observed) of ``key``'s last
+        reading, kept with what is learned (:attr:`streams_`); ``None`` for a stream unseen.
+
+        >>> gate = FastStreamGate()
+        >>> _ = gate.observe(("p", "kwh"), 5 * 10**9, 12.5, 0.0)
+        >>> gate.last_reading(("p", "kwh")), gate.last_reading(("p", "x"))
+        ((5000000000, 12.5), None)
+        """
+        st = self.streams_.get(key)
+        if st is None or st.last_ns is None or not math.isfinite(st.last):
+            return None
+        return st.last_ns, st.last
 
     def _fast(self, st: _Stream) -> bool:
         return st.intervals >= _MIN_INTERVALS and st.log_interval < self._fast_log

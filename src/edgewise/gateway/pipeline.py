@@ -98,6 +98,10 @@ log = logging.getLogger(__name__)
 #: share a timestamp is logged once: its multivariate detector never runs.
 SINGLE_ROWS_WARN = 200
 
+#: A fast counter's readings further apart than this many of its typical intervals
+#: (readings lost between them) are gated on their rise per typical interval (see _detect).
+COUNTER_GAP_FACTOR = 1.5
+
 #: A device's seq_gap alerts are read this many at a time when a gateway takes them up
 #: (:meth:`Pipeline._adopt_gaps`), page after page until all are read.
 ADOPT_PAGE = 1000
@@ -339,8 +343,8 @@ class Pipeline:
         # a metric is eligible while its stream is fast, see _split_marks_of)
         self._split_marks: dict[str, dict[str, tuple[bool, bool, bool]]] = {}
         self._last_scored: dict[tuple[str, str], int] = {}
-        # (device, metric) -> (time, value) of its newest finite reading scored: a
-        # counter's increment is scored against it (see _detect)
+        # (device, metric) -> (time, value) of its finite reading scored last (in scoring
+        # order, whatever its time): a counter's increment is scored against it (see _detect)
         self._counter_last: dict[tuple[str, str], tuple[int, float]] = {}
         # device -> (metrics seen, [one-metric reading times]) while it has no multivariate
         # detector; the count is -1 once logged (see _note_single_rows)
@@ -1237,19 +1241,34 @@ class Pipeline:
                 det.learn_one(x if held is None else {r.metric: held(r.value)})
             counter = getattr(det, "is_counter", False)
             prev = self._counter_last.get(key)
-            if math.isfinite(r.value) and (prev is None or r.ts_ns >= prev[0]):
+            if prev is None and counter and self.fast_gate is not None:
+                # after a restart: its last reading as the gate saved it, so the first
+                # increment is gated too (readings lost while the gateway was down made
+                # it a false alarm at every restart)
+                prev = self.fast_gate.last_reading(key)
+            if math.isfinite(r.value):
+                # the reading scored last, not the newest stamped: a clock set ahead and
+                # then right again left every increment after it ungated until real time
+                # caught up, and then took one from the reading stamped ahead (an alarm)
                 self._counter_last[key] = (r.ts_ns, r.value)
             if self.fast_gate is not None:
                 # states are not levels: their detector judges. A counter's increments
                 # are a level (a fast meter's increment noise passes its detector's novelty
                 # signals as a level's noise does): gated on a stream of their own
                 # (_counter_key), except a fall (running backwards, or a restart), which
-                # its detector judges as it is
+                # its detector judges as it is. The rise over a gap (readings lost, a
+                # dropout) is taken per typical interval, not learned: 20 s of a 1 Hz
+                # meter's normal use is no 20x increment
                 level = _level_stream(det)
                 if (counter and prev is not None and r.ts_ns > prev[0]
                         and r.value >= prev[1]):
-                    s = self.fast_gate.observe(_counter_key(key), r.ts_ns, r.value - prev[1],
-                                               s, learn=not spike)
+                    step, gap = r.value - prev[1], False
+                    every = self.fast_gate.interval_s(key)
+                    dt = (r.ts_ns - prev[0]) / 1e9
+                    if every is not None and dt > COUNTER_GAP_FACTOR * every:
+                        step, gap = step * every / dt, True
+                    s = self.fast_gate.observe(_counter_key(key), r.ts_ns, step, s,
+                                               learn=not (spike or gap))
                     self.fast_gate.observe(key, r.ts_ns, r.value, s, level=False,
                                            learn=not spike)  # its interval
                 else:
