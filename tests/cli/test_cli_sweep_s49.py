@@ -12,22 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_cli_sweep_s46 import _one_error_line
 from tests.conftest import REPO, free_port
 from tests.in_process import edgewise_here
 
 CSV = "time,temp_c,flow\n" + "".join(f"{1_700_000_000 + 60 * i},{20 + i % 7},{10 - i % 3}\n"
                                     for i in range(400))
 
-
-def _one_error_line(stderr: str, *names: str) -> str:
-    """The single ``error:`` line of ``stderr`` (no traceback), which names every one of
-    ``names``."""
-    assert "Traceback" not in stderr, stderr[-2000:]
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-2000:]
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def _digest(path: Path) -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from edgewise.detect import DEFAULT_THRESHOLD, Detector, DriftResidual, get_detector
 from edgewise.errors import InvalidParameterError
+from tests.detect.test_drift_residual_drivers import loop
 
 COLS = ["flow", "pressure", "temp"]
 
@@ -214,13 +215,7 @@ def test_score_explain_many_equals_the_loop_with_explanations(levels):
     slow = fast.clone()
     scores, top = fast.score_explain_many(X[:700], columns=COLS)
     s2, t2 = fast.score_explain_many(X[700:], columns=COLS)  # in two calls
-    want_s, want_t = [], []
-    for row in X:
-        x = {c: float(v) for c, v in zip(COLS, row, strict=True) if v == v}
-        want_s.append(slow.score_one(x))
-        shares = slow.explain_one(x) if x else {}
-        want_t.append(max(shares, key=shares.get) if any(shares.values()) else "")
-        slow.learn_one(x)
+    want_s, want_t = loop(slow, X, COLS)
     np.testing.assert_array_equal(np.r_[scores, s2], want_s)
     assert top + t2 == want_t
     assert set(want_t[300:]) >= {"flow", "pressure", "temp"} and want_t[652] == ""

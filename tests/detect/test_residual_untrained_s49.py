@@ -23,6 +23,7 @@ import pytest
 from edgewise.bench.csv import detect_table
 from edgewise.detect import DriftResidual, LongRunResidual, PerMetricResidual, get_detector
 from edgewise.detect.drift_residual import long_run_factor
+from tests.detect.test_drift_residual_drivers import loop
 
 #: The most of the rows a detector may flag on fault-free noise (as in test_score_meaning_s48).
 BOUND = 0.01
@@ -158,13 +159,7 @@ def test_score_explain_many_equals_the_loop_on_an_assumed_span(name: str) -> Non
     slow = fast.clone()
     scores, top = fast.score_explain_many(X[:1050], columns=cols)
     s2, t2 = fast.score_explain_many(X[1050:], columns=cols)
-    want_s, want_t = [], []
-    for row in X:
-        x = {c: float(v) for c, v in zip(cols, row, strict=True) if v == v}
-        want_s.append(slow.score_one(x))
-        shares = slow.explain_one(x) if x else {}
-        want_t.append(max(shares, key=shares.get) if any(shares.values()) else "")
-        slow.learn_one(x)
+    want_s, want_t = loop(slow, X, cols)
     np.testing.assert_array_equal(np.r_[scores, s2], want_s)
     assert top + t2 == want_t
     assert (np.asarray(want_s)[1000:1100] >= 0.9).mean() > 0.5

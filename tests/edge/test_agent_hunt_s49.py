@@ -5,7 +5,6 @@ the agent's own loop talks to it) and a real SQLite outbox: a gateway whose stor
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from edgewise.edge.agent import Agent
 from tests.conftest import tmpfs
+from tests.edge.test_agent_hunt_s46 import _events
 from tests.server.conftest import Env, build_env, serve_in_thread
 
 
@@ -25,10 +25,6 @@ from tests.server.conftest import Env, build_env, serve_in_thread
 def gw(data_dir: Path) -> Iterator[Env]:
     yield from build_env(data_dir)
 
-
-def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict]:
-    out = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgewise.agent"]
-    return [e for e in out if e.get("event") == event]
 
 
 def _counting(app: Any, posts: list[float]) -> Any:

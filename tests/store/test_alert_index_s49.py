@@ -22,9 +22,9 @@ def _indexes(base: str, schema: str) -> dict[str, str]:
     return {str(n): str(d) for n, d in rows}
 
 
-def test_a_new_store_indexes_merged_into_and_absorbed_reads_it(pg_schema_url: str) -> None:
-    base, schema = pg_schema_url.split("?schema=")
-    store = open_store(pg_schema_url)
+def _merge_two(url: str) -> None:
+    """Open the store at ``url``, merge one alert into another, and read it back."""
+    store = open_store(url)
     try:
         a = store.add_alert(Alert("d", 0, 9, 0.9))
         b = store.add_alert(Alert("d", 20, 29, 0.9))
@@ -32,6 +32,11 @@ def test_a_new_store_indexes_merged_into_and_absorbed_reads_it(pg_schema_url: st
         assert store.absorbed(a.id) == [b.id]
     finally:
         store.close()
+
+
+def test_a_new_store_indexes_merged_into_and_absorbed_reads_it(pg_schema_url: str) -> None:
+    base, schema = pg_schema_url.split("?schema=")
+    _merge_two(pg_schema_url)
     assert "(merged_into)" in _indexes(base, schema).get("alerts_merged", "")
     with psycopg.connect(base, autocommit=True) as con:
         con.execute(f'SET search_path TO "{schema}"')
@@ -66,12 +71,5 @@ def test_a_store_made_before_merges_gets_the_column_then_the_index(pg_schema_url
     with psycopg.connect(base, autocommit=True) as con:
         con.execute(f'ALTER TABLE "{schema}".alerts DROP COLUMN merged_into')  # its index too
         con.execute(f"DELETE FROM \"{schema}\".ew_meta WHERE key = 'alerts_merged_into'")
-    store = open_store(pg_schema_url)
-    try:
-        a = store.add_alert(Alert("d", 0, 9, 0.9))
-        b = store.add_alert(Alert("d", 20, 29, 0.9))
-        store.merge_alert(b.id, into=a.id, end_ns=29)
-        assert store.absorbed(a.id) == [b.id]
-    finally:
-        store.close()
+    _merge_two(pg_schema_url)
     assert "(merged_into)" in _indexes(base, schema)["alerts_merged"]
