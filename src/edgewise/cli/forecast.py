@@ -334,7 +334,8 @@ def train_forecast(
     # deleting the device deletes it (when it lies under the data dir's models folder)
     url = None
     if csv is None and data:  # read as _store_history read it (a URL, or a data dir's file)
-        url = data if "://" in data else f"duckdb:///{(Path(data) / 'edgewise.duckdb').resolve()}"
+        # the resolved path is absolute: duckdb:///D/..., not ////D (shown in notes)
+        url = data if "://" in data else f"duckdb://{(Path(data) / 'edgewise.duckdb').resolve()}"
     record = TrainedBy(out, None if url is None else [str(device)], url, default_data_dir())
     try:
         if json_out:

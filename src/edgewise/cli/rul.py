@@ -76,7 +76,8 @@ def _store_url(data: str) -> str | None:
                        f"reading its store, not {', '.join(beside[:3])}"
                        f"{' ...' if len(beside) > 3 else ''}; give a CSV file to read one.",
                        err=True)
-        return f"duckdb:///{(path / 'edgewise.duckdb').resolve()}"
+        # the resolved path is absolute: duckdb:///D/..., not ////D (shown in notes)
+        return f"duckdb://{(path / 'edgewise.duckdb').resolve()}"
     return None
 
 

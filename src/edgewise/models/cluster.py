@@ -407,7 +407,9 @@ class BehaviourGroups:
         return self._unweighted(raw) * self.odd_weights_  # type: ignore[no-any-return]
 
     def _fit_scale(self, raw: pd.DataFrame, span_days: float) -> None:
-        spreads = raw[[f"spread:{m}" for m in self.metrics_]].abs()
+        # reindex, not []: a metric no device has two readings of (each history one
+        # reading, or one bucket) has no spread column left; its typical spread is then 1
+        spreads = raw.reindex(columns=[f"spread:{m}" for m in self.metrics_]).abs()
         typical = spreads.median().to_numpy() / 1.349
         self.typical_spread_ = {m: float(v) if v > 0 else 1.0
                                 for m, v in zip(self.metrics_, typical, strict=True)}
