@@ -1,8 +1,10 @@
 """Alert lifecycle: raise, merge into spans, acknowledge, label.
 
 Consecutive anomalous readings of one device become *one* open alert whose span grows
-while the anomaly lasts (readings closer than ``merge_gap_s`` apart join it), so a fault
-that lasts ten minutes is one alert, not six hundred. A reading that arrives late joins
+while the anomaly lasts (readings closer than ``merge_gap_s`` apart join it; the gateway
+widens that to about 2.5 typical intervals for a device read less often, see ``gap_s`` of
+:meth:`AlertManager.observe_many`), so a fault that lasts ten minutes is one alert, not six
+hundred. A reading that arrives late joins
 the alert it falls inside or next to (its start moves earlier, in the store too), so a
 fault whose readings are resent late stays one alert; a late run that bridges two of the
 device's alerts merges them into one (the other is marked ``merged_into`` it in the store
@@ -202,7 +204,8 @@ class AlertManager:
         Score at or above which a reading is anomalous.
     merge_gap_s
         Anomalous readings of one device closer than this (device time) join one alert;
-        finite and above 0.
+        finite and above 0. A batch may pass a longer gap (``gap_s`` of
+        :meth:`observe_many`: the gateway's for a device read less often than every 24 s).
     on_alert
         Called with each *new* alert (e.g. to count it).
     write_every_s
@@ -327,6 +330,7 @@ class AlertManager:
         self._bars: dict[tuple[str, str], tuple[float, int, str]] = {}
         # each device's runs held back by a bar, that later readings may still join
         self._quiet: dict[str, list[_Quiet]] = {}
+        self.merge_gap_s = float(merge_gap_s)
         self.merge_gap_ns = int(merge_gap_s * 1e9)
         self.late_horizon_ns = int(late_horizon_s * 1e9)
         self.on_alert = on_alert
@@ -352,6 +356,7 @@ class AlertManager:
 
     def observe_many(
         self, device_id: str, readings: Iterable[ScoredReading], floor_ns: int | None = None,
+        gap_s: float | None = None,
     ) -> list[Alert]:
         """Feed a batch of one device's scored ``(ts_ns, score, drivers)`` readings, in any
         order; return the alerts they raised or extended (one per run of readings less than
@@ -377,6 +382,14 @@ class AlertManager:
         measured from the newest alert the batch raised or extended, as if the device
         had one stream.
 
+        ``gap_s``: the merge gap for this batch of the device, in place of ``merge_gap_s``
+        where it is longer (finite and above 0; ``None``: ``merge_gap_s``). The pipeline
+        passes about 2.5 typical intervals of the metrics driving the readings, so a
+        device read every 5 minutes, whose anomalous readings can never be closer than
+        that, has a lasting fault joined into one alert (with 60 s, each reading raised its
+        own); it is used for everything ``merge_gap_s`` decides of the batch (runs, which
+        held alerts it touches, which stay held).
+
         A new alert the store does not take (a store error) is held and returned all the
         same, extended in memory by later readings, and stored whole by a later
         :meth:`flush`; :attr:`on_alert` is told of it once it is stored.
@@ -395,10 +408,19 @@ class AlertManager:
                 for name, v in drivers.items():
                     both[name] = max(both[name], v) if name in both else v
                 by_ts[ts] = (max(seen[0], score), both)
+        gap = self.merge_gap_ns
+        if gap_s is not None:
+            if not (isinstance(gap_s, int | float) and not isinstance(gap_s, bool)
+                    and math.isfinite(gap_s) and gap_s > 0.0):
+                raise InvalidParameterError(
+                    f"The 'gap_s' parameter of AlertManager.observe_many must be a finite "
+                    f"float in the range (0, inf) or None. Got {gap_s!r} instead.",
+                    field="gap_s", value=gap_s,
+                )
+            gap = max(gap, int(gap_s * 1e9))
         if not by_ts:
             return []
         items = [(ts, sc, dr) for ts, (sc, dr) in sorted(by_ts.items())]
-        gap = self.merge_gap_ns
         runs: list[list[tuple[int, float, Mapping[str, float]]]] = [[items[0]]]
         for item in items[1:]:
             if item[0] - runs[-1][-1][0] <= gap:
@@ -411,7 +433,8 @@ class AlertManager:
         with self._lock:
             held = self._held.get(device_id)
             if held is None:  # first seen since start: take up its recent stored alerts
-                held = self._held[device_id] = self._seed(device_id, items[0][0], floor_ns)
+                held = self._held[device_id] = self._seed(device_id, items[0][0], floor_ns,
+                                                          gap)
             quiet = self._quiet.setdefault(device_id, [])
             for run in runs:
                 lo, hi = run[0][0], run[-1][0]
@@ -463,7 +486,7 @@ class AlertManager:
                 out.append(cur)
                 if cur.unstored_since is None:  # else counted once the store takes it
                     new.append(cur.alert)
-            self._prune(held, out, floor_ns)
+            self._prune(held, out, floor_ns, gap)
             cutoff = items[-1][0] - self.late_horizon_ns - gap
             if floor_ns is not None:
                 cutoff = min(cutoff, int(floor_ns) - gap)
@@ -513,8 +536,8 @@ class AlertManager:
         cur.written = time.monotonic()
         return cur
 
-    def _seed(self, device_id: str, first_ns: int, floor_ns: int | None = None
-              ) -> list[_Open]:
+    def _seed(self, device_id: str, first_ns: int, floor_ns: int | None = None,
+              gap_ns: int | None = None) -> list[_Open]:
         """The device's live anomaly alerts in the store that a batch whose oldest reading
         is at ``first_ns`` may still extend (those ending at most ``late_horizon_s`` plus
         ``merge_gap_s`` before it, or ``merge_gap_s`` before ``floor_ns``, the oldest
@@ -525,10 +548,14 @@ class AlertManager:
         Each weighs in its drivers' means as the readings it had: as saved at a clean stop
         (:meth:`restore_held`, when the stored span is still the saved one), else (after a
         crash) as the reading times stored over its span, at least 1.
+
+        ``gap_ns``: the batch's merge gap (see ``gap_s`` of :meth:`observe_many`), in
+        place of ``merge_gap_s``.
         """
-        since = first_ns - self.late_horizon_ns - self.merge_gap_ns
+        gap = self.merge_gap_ns if gap_ns is None else gap_ns
+        since = first_ns - self.late_horizon_ns - gap
         if floor_ns is not None:
-            since = min(since, int(floor_ns) - self.merge_gap_ns)
+            since = min(since, int(floor_ns) - gap)
         try:
             stored = self.store.list_alerts(device_id, None, "anomaly", since, 100)
         except Exception:  # a store that cannot list: the device's next alert is a new one
@@ -642,8 +669,8 @@ class AlertManager:
                 self._spans_moved.append(a)
         cur.written = time.monotonic()
 
-    def _prune(self, held: list[_Open], touched: list[_Open], floor_ns: int | None = None
-               ) -> None:
+    def _prune(self, held: list[_Open], touched: list[_Open], floor_ns: int | None = None,
+               gap_ns: int | None = None) -> None:
         """Let go of the device's alerts no late reading can reach any more (written first).
 
         The cutoff is measured from the newest end among the alerts this batch raised or
@@ -653,15 +680,19 @@ class AlertManager:
         :meth:`observe_many`) is earlier, from that: the newest alert of one metric says
         nothing of how late another metric's readings still come. The alerts of
         ``touched`` are always kept, and at most :data:`MAX_HELD` alerts in all (the
-        newest: a metric that stopped reporting holds the floor back for good).
+        newest: a metric silent for less than the pipeline's ``FLOOR_SILENT_INTERVALS`` of its
+        intervals, and at least an hour, holds the floor back).
+        ``gap_ns``: the batch's merge gap (see ``gap_s`` of :meth:`observe_many`), in place
+        of ``merge_gap_s``.
         """
         if not touched:
             held[:] = [h for h in held if not h.lost]
             return
+        gap = self.merge_gap_ns if gap_ns is None else gap_ns
         newest = max(h.alert.end_ns for h in touched)
-        cutoff = newest - self.late_horizon_ns - self.merge_gap_ns
+        cutoff = newest - self.late_horizon_ns - gap
         if floor_ns is not None:
-            cutoff = min(cutoff, int(floor_ns) - self.merge_gap_ns)
+            cutoff = min(cutoff, int(floor_ns) - gap)
         # one whose write fails stays held, to be written by a later flush
         keep: list[_Open] = []
         for h in held:

@@ -102,9 +102,28 @@ SINGLE_ROWS_WARN = 200
 #: (readings lost between them) are gated on their rise per typical interval (see _detect).
 COUNTER_GAP_FACTOR = 1.5
 
+#: A device's anomalous readings at most this many typical intervals apart (of the metrics
+#: driving them, :meth:`FastStreamGate.interval_s`) join one alert where that is longer
+#: than ``merge_gap_s``: a device read every 5 minutes had each anomalous reading of a
+#: lasting fault raise an alert of its own (see :meth:`Pipeline._merge_gap_s`).
+MERGE_GAP_INTERVALS = 2.5
+
 #: A device's seq_gap alerts are read this many at a time when a gateway takes them up
 #: (:meth:`Pipeline._adopt_gaps`), page after page until all are read.
 ADOPT_PAGE = 1000
+
+#: A stream of a device silent (device time: behind the device's newest scored reading)
+#: for longer than this many of its typical intervals (:meth:`FastStreamGate.interval_s`),
+#: and at least :data:`FLOOR_SILENT_MIN_S`, no longer holds the device's scoring floor
+#: back (see :meth:`Pipeline._scoring_floor`): a removed sensor, or a metric sent once,
+#: had every alert of its device since then held by the alert manager (up to its cap)
+#: and taken up again from the store at each restart.
+FLOOR_SILENT_INTERVALS = 100
+
+#: The shortest silence after which a stream no longer holds the scoring floor back
+#: (also for a stream whose typical interval is not known yet): a sensor that uploads
+#: its readings hourly holds it back between its uploads.
+FLOOR_SILENT_MIN_S = 3600.0
 
 
 @dataclass
@@ -213,6 +232,10 @@ class Pipeline:
         A seq gap still missing after this long is reported (metric and alert).
     detect_async
         Run detection on a worker thread (default) instead of inside ``ingest``.
+    merge_gap_s
+        A device's anomalous readings at most this far apart join one alert; or at most
+        :data:`MERGE_GAP_INTERVALS` typical intervals of the metrics driving them, where
+        that is longer (a device read every 5 minutes: 750 s; see :meth:`_merge_gap_s`).
     cleaner
         The streaming data-quality cleaner in front of detection (default: a
         :class:`~edgewise.quality.stream.StreamCleaner` with no per-metric limits); ``None``
@@ -1390,8 +1413,9 @@ class Pipeline:
         # devices after it in the batch their alerts, nor the batch its counts
         for device, scored_readings in anomalous.items():
             try:
-                raised.extend(self.alerts.observe_many(device, scored_readings,
-                                                       floor_ns=self._scoring_floor(device)))
+                raised.extend(self.alerts.observe_many(
+                    device, scored_readings, floor_ns=self._scoring_floor(device),
+                    gap_s=self._merge_gap_s(device, scored_readings)))
             except Exception:
                 log.exception("raising the alerts of %r for %d anomalous reading(s) failed",
                               device, len(scored_readings))
@@ -1518,16 +1542,58 @@ class Pipeline:
                     "(send a device's metrics of one reading at one timestamp)", device_id,
                     SINGLE_ROWS_WARN, names)
 
+    def _merge_gap_s(self, device_id: str,
+                     readings: Sequence[tuple[int, float, Mapping[str, float]]]
+                     ) -> float | None:
+        """The gap that joins ``device_id``'s anomalous ``readings`` into one alert:
+        :data:`MERGE_GAP_INTERVALS` typical intervals (:meth:`FastStreamGate.interval_s`)
+        of the slowest metric driving them (a driver at half the threshold or more; each
+        reading's top one at least), where that is longer than ``merge_gap_s``; ``None``
+        (``merge_gap_s``) where no driving metric's interval is known yet, or there is no
+        fast gate. A device read every second or every 10 s keeps ``merge_gap_s``; one read
+        every 5 minutes gets 750 s, so a lasting fault's readings join one alert."""
+        gate = self.fast_gate
+        if gate is None:
+            return None
+        half = self.alerts.threshold * 0.5
+        metrics: set[str] = set()
+        for _, _, drivers in readings:
+            driving = {m for m, v in drivers.items() if v >= half}
+            if not driving and drivers:
+                driving = {max(drivers, key=lambda m: drivers[m])}
+            metrics |= driving
+        every = [i for m in metrics if (i := gate.interval_s((device_id, m))) is not None]
+        if not every:
+            return None
+        gap = MERGE_GAP_INTERVALS * max(every)
+        return gap if gap > self.alerts.merge_gap_s else None
+
     def _scoring_floor(self, device_id: str) -> int | None:
         """The oldest reading time of ``device_id`` that may still be scored: its streams'
         oldest last-scored time less the late horizon (each stream's own rule, see
         ``late_horizon_s``); ``None`` where none of its streams was scored yet. The alert
         manager keeps the device's alerts near it extendable, so a sensor that uploads in
-        buffers joins its own alert while another sensor of the device alarms."""
+        buffers joins its own alert while another sensor of the device alarms.
+
+        A stream silent for longer than :data:`FLOOR_SILENT_INTERVALS` of its typical
+        intervals, and at least :data:`FLOOR_SILENT_MIN_S` (behind the device's newest
+        scored reading), is left out: a sensor removed, or a metric sent once, pinned the
+        floor at its last reading for good, and the alert manager held every alert of the
+        device since then (and took them up from the store at each restart)."""
         last = self._last_scored
-        times = [t for m in self.metric_cap.known(device_id)
-                 if (t := last.get((device_id, m))) is not None]
-        return min(times) - self.late_horizon_ns if times else None
+        times = {m: t for m in self.metric_cap.known(device_id)
+                 if (t := last.get((device_id, m))) is not None}
+        if not times:
+            return None
+        newest = max(times.values())
+        gate = self.fast_gate
+        live = []
+        for m, t in times.items():
+            every = gate.interval_s((device_id, m)) if gate is not None else None
+            silent_s = max(FLOOR_SILENT_MIN_S, FLOOR_SILENT_INTERVALS * (every or 0.0))
+            if newest - t <= silent_s * 1e9:
+                live.append(t)
+        return min(live) - self.late_horizon_ns
 
     def forget_device(self, device_id: str) -> int:
         """Drop everything the pipeline keeps about a device; return how many streams it had.
