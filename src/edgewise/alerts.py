@@ -193,6 +193,16 @@ def _top_shares(shares: dict[str, float], keep: int = 5) -> dict[str, float]:
 ScoredReading = tuple[int, float, Mapping[str, float]]
 
 
+
+def _check_gap(value: object, what: str, field: str, or_else: str = "") -> None:
+    """Refuse a merge gap that is not a finite number of seconds above 0 (a bool
+    neither), naming ``what`` and the value."""
+    if not (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0.0):
+        raise InvalidParameterError(
+            f"{what} must be a finite float in the range (0, inf){or_else}. Got {value!r} "
+            "instead.", field=field, value=value)
+
 class AlertManager:
     """Raises and merges anomaly alerts of every device into ``store``.
 
@@ -294,13 +304,7 @@ class AlertManager:
                 f"the range [0, inf). Got {late_horizon_s!r} instead.",
                 field="late_horizon_s", value=late_horizon_s,
             )
-        if not (isinstance(merge_gap_s, int | float) and not isinstance(merge_gap_s, bool)
-                and math.isfinite(merge_gap_s) and merge_gap_s > 0.0):
-            raise InvalidParameterError(
-                f"The 'merge_gap_s' parameter of AlertManager must be a finite float in the "
-                f"range (0, inf). Got {merge_gap_s!r} instead.",
-                field="merge_gap_s", value=merge_gap_s,
-            )
+        _check_gap(merge_gap_s, "The 'merge_gap_s' parameter of AlertManager", "merge_gap_s")
         for name, value, low in (("feedback_margin", feedback_margin, 0.0),
                                  ("feedback_half_life_s", feedback_half_life_s, None)):
             if not (isinstance(value, int | float) and not isinstance(value, bool)
@@ -410,13 +414,8 @@ class AlertManager:
                 by_ts[ts] = (max(seen[0], score), both)
         gap = self.merge_gap_ns
         if gap_s is not None:
-            if not (isinstance(gap_s, int | float) and not isinstance(gap_s, bool)
-                    and math.isfinite(gap_s) and gap_s > 0.0):
-                raise InvalidParameterError(
-                    f"The 'gap_s' parameter of AlertManager.observe_many must be a finite "
-                    f"float in the range (0, inf) or None. Got {gap_s!r} instead.",
-                    field="gap_s", value=gap_s,
-                )
+            _check_gap(gap_s, "The 'gap_s' parameter of AlertManager.observe_many", "gap_s",
+                       " or None")
             gap = max(gap, int(gap_s * 1e9))
         if not by_ts:
             return []
