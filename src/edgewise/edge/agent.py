@@ -4342,7 +4342,8 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 def _retry_after_s(value: str | None, now: float | None = None) -> float:
     """Seconds to wait for a 429's ``Retry-After`` (RFC 9110: seconds or an HTTP date),
     within 0 to 30; 1 when there is none or it cannot be read (NaN, negative, no number nor
-    date: a date raised ValueError, logged as the gateway being unreachable). ``now``: the
+    date: a date raised ValueError, logged as the gateway being unreachable), or when it is
+    a date already past. ``now``: the
     time (Unix seconds) a date is counted from; None: the clock.
 
     >>> _retry_after_s("5"), _retry_after_s("3600"), _retry_after_s(None), _retry_after_s("soon")
@@ -4351,8 +4352,8 @@ def _retry_after_s(value: str | None, now: float | None = None) -> float:
     (1.0, 1.0)
     >>> _retry_after_s("Wed, 21 Oct 2037 07:28:00 GMT", now=2139722870.0)
     10.0
-    >>> _retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT")  # past: now
-    0.0
+    >>> _retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT")  # past: this clock may be ahead
+    1.0
     """
     text = (value or "").strip()
     if not text:
@@ -4366,7 +4367,11 @@ def _retry_after_s(value: str | None, now: float | None = None) -> float:
             return 1.0
         if when.tzinfo is None:  # an HTTP date is GMT; one without a zone is read as such
             when = when.replace(tzinfo=datetime.UTC)
-        wait = max(when.timestamp() - (time.time() if now is None else now), 0.0)
+        # a date already past (this device's clock ahead of the gateway's) waits as a 429
+        # without one does: 0 s posted again at once, some 20 times a second
+        wait = when.timestamp() - (time.time() if now is None else now)
+        if wait <= 0:
+            return 1.0
     if math.isnan(wait) or wait < 0:
         return 1.0
     return min(wait, 30.0)
