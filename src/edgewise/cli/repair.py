@@ -58,13 +58,6 @@ def repair(
         path = duckdb_path(url)  # the checks open_store makes: the same file, or a refusal
         if path is None:
             raise refuse("an in-memory store has nothing to repair")
-        from edgewise.store.duckdb import not_a_duckdb_file
-
-        why = not_a_duckdb_file(path)
-        if why:  # DuckDB opens a CSV as a view: "opens cleanly (0 readings)" was said of it
-            raise refuse(f"{why}; nothing to repair, and the file is left as it is. Give the "
-                         "store the gateway runs with: --store duckdb:///PATH, or its "
-                         "--data-dir.")
         report = repair_duckdb(path)
     except StoreError as exc:
         raise refuse(str(exc)) from None

@@ -112,14 +112,6 @@ def _purge_duckdb(path: Path, url: str, status: Any) -> dict[str, tuple[int, int
         raise fail(f"No DuckDB store at {str(path)!r} (--store {shown_url(url)}); nothing to "
                    "purge, and none is made. Give the store the gateway runs with: "
                    "--store duckdb:///PATH, or its --data-dir.")
-    from edgewise.store.duckdb import not_a_duckdb_file
-
-    why = not_a_duckdb_file(path)
-    if why:  # DuckDB opens a CSV or Parquet file as a read-only view: the purge's copy of
-        # its (no) rows replaced the file with an empty store
-        raise fail(f"{why} (--store {shown_url(url)}); nothing is purged, and the file is left "
-                   "as it is. Give the store the gateway runs with: --store duckdb:///PATH, "
-                   "or its --data-dir.")
     files = [path, path.with_name(path.name + ".wal")]
     before = [f.stat().st_size if f.exists() else 0 for f in files]
     with status, _store_warnings() as warned:
