@@ -1595,34 +1595,34 @@ def main(grid: Grid, context: Context) -> None:
 
 
 #: The run config's numbers, the devices' (ClientApp's) too, with whether each is a whole
-#: number and its default as a message says it: the ServerApp checks every one the run
-#: config holds before any device is asked anything.
-_RUN_NUMBERS: dict[str, tuple[bool, str]] = {
-    "num-nodes": (True, "3"), "num-server-rounds": (True, "2"),
-    "num-malicious": (True, "0"), "min-available-nodes": (True, "num-nodes"),
-    "local-epochs": (True, "1"), "batch-size": (True, "32"), "seed": (True, "0"),
-    "threads": (True, "1"), "beta": (False, "0.0"), "dp-noise": (False, "0.0"),
-    "dp-clip": (False, "1.0"), "dp-delta": (False, "1e-05"), "dp-sgd-noise": (False, "0.0"),
-    "dp-sgd-clip": (False, "1.0"), "dp-sgd-epsilon": (False, "0.0"), "lr": (False, "0.003"),
-    "round-timeout": (False, "120.0"), "dp-stats-share": (False, str(DEFAULT_STATS_SHARE)),
+#: number and its default (``min-available-nodes``: ``num-nodes``, given by the caller):
+#: the ServerApp checks every one the run config holds before any device is asked anything.
+_RUN_NUMBERS: dict[str, tuple[bool, Any]] = {
+    "num-nodes": (True, 3), "num-server-rounds": (True, 2),
+    "num-malicious": (True, 0), "min-available-nodes": (True, "num-nodes"),
+    "local-epochs": (True, 1), "batch-size": (True, 32), "seed": (True, 0),
+    "threads": (True, 1), "beta": (False, 0.0), "dp-noise": (False, 0.0),
+    "dp-clip": (False, 1.0), "dp-delta": (False, 1e-5), "dp-sgd-noise": (False, 0.0),
+    "dp-sgd-clip": (False, 1.0), "dp-sgd-epsilon": (False, 0.0), "lr": (False, 0.003),
+    "round-timeout": (False, 120.0), "dp-stats-share": (False, DEFAULT_STATS_SHARE),
 }
 
 
 def _run_number(rc: Any, key: str, default: Any = None) -> Any:
-    """Run config ``key`` (``default`` when absent) as the number it is read as (``int``
-    for a whole number of :data:`_RUN_NUMBERS`, else ``float``); one that is none, a
+    """Run config ``key`` (when absent ``default``, else its own of :data:`_RUN_NUMBERS`)
+    as the number it is read as (``int`` for a whole number, else ``float``); one that is none, a
     ``dp-clip = "abc"``, is refused naming the key, its value and what it must be (it was
     Python's "could not convert string to float: 'abc'", naming neither).
 
-    >>> _run_number({"dp-clip": "0.5"}, "dp-clip"), _run_number({}, "num-nodes", 3)
+    >>> _run_number({"dp-clip": "0.5"}, "dp-clip"), _run_number({}, "num-nodes")
     (0.5, 3)
     >>> _run_number({"dp-clip": "abc"}, "dp-clip")
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: The run config's 'dp-clip' is 'abc', which is not a number; give a number (its default: 1.0).
     """  # noqa: E501
-    raw = rc.get(key, default)
     whole, shown = _RUN_NUMBERS[key]
+    raw = rc.get(key, shown if default is None else default)
     try:
         return int(raw) if whole else float(raw)
     except (TypeError, ValueError, OverflowError):
@@ -1647,14 +1647,14 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
     for key in _RUN_NUMBERS:  # the devices' too: refused before any device is asked
         if key in rc:
             _run_number(rc, key)
-    num_nodes = _run_number(rc, "num-nodes", 3)
+    num_nodes = _run_number(rc, "num-nodes")
     publish_dir = out.parent if rc.get("data-dir-publish", "") == "" else \
         Path(str(rc["data-dir-publish"]))
     name = f"federated-{dataset}"
     target = str(rc.get("rollout-target", DEFAULT_TARGET))
-    dp_noise, dp_clip, dp_delta = (_run_number(rc, "dp-noise", 0.0),
-                                   _run_number(rc, "dp-clip", 1.0),
-                                   _run_number(rc, "dp-delta", 1e-5))
+    dp_noise, dp_clip, dp_delta = (_run_number(rc, "dp-noise"),
+                                   _run_number(rc, "dp-clip"),
+                                   _run_number(rc, "dp-delta"))
     check_device_dp(dp_noise, dp_clip, dp_delta, names=("dp-noise", "dp-clip", "dp-delta"))
     # a release the registry would refuse after training (a device of the group rolled back
     # on this model, …) is refused before the devices spend their privacy budget on it
@@ -1683,20 +1683,20 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         rule_path(checkpoint).unlink(missing_ok=True)
     result = run_federated(
         grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
-        rounds=_run_number(rc, "num-server-rounds", 2),
+        rounds=_run_number(rc, "num-server-rounds"),
         strategy=str(rc.get("strategy", "trimmed")),
-        num_malicious_nodes=_run_number(rc, "num-malicious", 0),
-        beta=_run_number(rc, "beta", 0.0),
+        num_malicious_nodes=_run_number(rc, "num-malicious"),
+        beta=_run_number(rc, "beta"),
         min_available_nodes=_run_number(rc, "min-available-nodes", num_nodes),
         dp_noise=dp_noise, dp_clip=dp_clip, dp_delta=dp_delta,
-        dp_sgd_clip=_run_number(rc, "dp-sgd-clip", 1.0),
-        dp_sgd_epsilon=_run_number(rc, "dp-sgd-epsilon", 0.0),
-        round_timeout=_run_number(rc, "round-timeout", 120.0),
+        dp_sgd_clip=_run_number(rc, "dp-sgd-clip"),
+        dp_sgd_epsilon=_run_number(rc, "dp-sgd-epsilon"),
+        round_timeout=_run_number(rc, "round-timeout"),
         checkpoint=checkpoint, evaluate=bool(rc.get("evaluate", True)),
         secagg=secagg, robust=not secagg,
         stats_bounds=StatsBounds.from_doc(json.loads(str(rc["dp-stats-bounds"])), n_cond)
         if str(rc.get("dp-stats-bounds", "")) else None,
-        stats_share=_run_number(rc, "dp-stats-share", DEFAULT_STATS_SHARE),
+        stats_share=_run_number(rc, "dp-stats-share"),
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(
