@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from edgewise._private import make_private
-from edgewise.config import Settings, url_host
+from edgewise.config import MAX_WAIT_S, Settings, url_host
 from edgewise.errors import ConfigError, PayloadError, RateLimitError, StoreLockedError
 from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
 from edgewise.gateway.presence import GatewayPresence, gateway_running
@@ -52,6 +53,20 @@ def _store_in_use(exc: StoreLockedError, settings: Settings,
     return StoreLockedError(message, pid=exc.pid, path=where)
 
 
+def _shown_wait(seconds: float) -> float:
+    """A refusal's wait as a dead letter says it: rounded *up* to the millisecond, at least
+    1 ms and at most a day. Rounded to the nearest, a bucket a fraction of a token short
+    said ``retry_after_s: 0.0``, "resend at once", which the device did and was refused
+    again (found by the CI's rate-limit test); a wait that is no finite number is the day.
+
+    >>> _shown_wait(0.0002), _shown_wait(0.5), _shown_wait(1.0001), _shown_wait(math.inf)
+    (0.001, 0.5, 1.001, 86400.0)
+    """
+    if not math.isfinite(seconds):
+        return float(MAX_WAIT_S)
+    return min(float(MAX_WAIT_S), max(0.001, math.ceil(round(seconds * 1000, 6)) / 1000))
+
+
 def problem_of(exc: PayloadError | RateLimitError) -> dict[str, Any]:
     """The dead-letter body ``{"reason", "detail", "field", "value", "index"}`` of an error.
 
@@ -60,7 +75,7 @@ def problem_of(exc: PayloadError | RateLimitError) -> dict[str, Any]:
     """
     if isinstance(exc, RateLimitError):
         return {"reason": "rate_limited", "detail": str(exc), "field": "payload",
-                "value": None, "index": None, "retry_after_s": round(exc.retry_after_s, 3)}
+                "value": None, "index": None, "retry_after_s": _shown_wait(exc.retry_after_s)}
     p = exc.to_problem()
     return {k: p[k] for k in ("reason", "detail", "field", "value", "index")}
 

@@ -77,9 +77,10 @@ class RateLimiter:
             if need > tokens:
                 self._buckets[device_id] = (tokens, now)
                 wait = (need - tokens) / self.rate_per_s
+                shown = max(wait, 0.1)  # not "retry in 0.0 s" for a sliver of a token
                 raise RateLimitError(
                     f"Device {device_id!r} sent {n:g} readings over its limit of "
-                    f"{self.rate_per_s:g}/s (burst {self.burst:g}); retry in {wait:.1f} s.",
+                    f"{self.rate_per_s:g}/s (burst {self.burst:g}); retry in {shown:.1f} s.",
                     retry_after_s=wait,
                 )
             self._buckets[device_id] = (tokens - n, now)
