@@ -11,6 +11,8 @@ Two payload forms are accepted, each as one object or a JSON array of them:
   and ``n``/``t``/``u``/``v``/``vb``. Times below 2**28 are relative to now, as the RFC says.
   Numbers (``v``) and booleans (``vb``) are stored; ``vs``/``vd`` records are rejected with
   a reason. An extension field ``seq`` (on any record) numbers the pack, as in compact.
+  A pack of base records only, no value in it (``{"t": 1.7e9, "temp": 21.5}``, a compact
+  record mistyped), is rejected (``missing_field``, field ``v``), never stored as nothing.
 
 A boolean (a door open, a pump running, an alarm contact: compact ``true``/``false``,
 SenML ``vb``) is stored as 1.0 / 0.0, so it is charted, cleaned, scored and exported as
@@ -463,11 +465,29 @@ def _check_metric(name: Any, field_name: str, device_id: str | None, index: int 
     # anything else, lone UTF-16 surrogates ('\ud800', which UTF-8 cannot encode) too
     if not isinstance(name, str) or not METRIC_NAME_RE.fullmatch(name):
         raise PayloadError(
-            device_id=device_id, field=field_name, value=name,
+            device_id=device_id, field=field_name, value=_shown_key(name),
             allowed="a metric name of 1-64 letters, digits, '_', '.', ':', '/', '-'",
             reason="bad_metric", index=index,
         )
     return name
+
+
+#: The longest key (a metric name, a field) a rejection shows whole.
+_SHOWN_KEY_CHARS = 80
+
+
+def _shown_key(key: Any) -> Any:
+    """``key`` (a JSON key: a metric name, a field) as a rejection shows it, in its field
+    and its value: whole up to :data:`_SHOWN_KEY_CHARS` characters, else its first 40 and
+    its length (a 200,000-character name was shown whole in the field, the value and the
+    detail of its rejection: a 600 KB dead letter of a 200 KB message).
+
+    >>> _shown_key("temp"), _shown_key("x" * 100)
+    ('temp', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (100 characters)')
+    """
+    if isinstance(key, str) and len(key) > _SHOWN_KEY_CHARS:
+        return f"{key[:40]}... ({len(key)} characters)"
+    return key
 
 
 def _check_seq(seq: Any, device_id: str | None, index: int | None) -> int:
@@ -694,7 +714,7 @@ def _repeated_key(repeated: dict[str, list[Any]], prefix: str, device_id: str,
     shown = ", ".join(_shown_value(_short(v)) for v in values[:_LISTED_REPEATS])
     more = ", ..." if len(values) > _LISTED_REPEATS else ""
     return PayloadError(
-        device_id=device_id, field=f"{prefix}{key}",
+        device_id=device_id, field=f"{prefix}{_shown_key(key)}",
         value=f"{len(values)} values: {shown}{more}",
         allowed="a key given once per object (the record was left out: which of the values "
         "was meant is unknown)", reason="duplicate_key", index=idx,
@@ -894,7 +914,7 @@ def _decode_compact(
     if unknown:
         name = sorted(unknown)[0]
         raise PayloadError(
-            device_id=device_id, field=name, value=rec[name],
+            device_id=device_id, field=_shown_key(name), value=rec[name],
             allowed="only the fields 'ts', 'metrics', 'seq' and 'units'",
             reason="unknown_field", index=idx,
         )
@@ -927,7 +947,7 @@ def _decode_compact(
         )
     for name, value in metrics.items():
         try:
-            metric = _check_metric(name, f"metrics.{name}", device_id, idx)
+            metric = _check_metric(name, f"metrics.{_shown_key(name)}", device_id, idx)
             v = float(value) if isinstance(value, bool) else _check_value(
                 value, f"metrics.{name}", device_id, idx, "a finite number or a boolean")
             unit = units.get(name)
@@ -1026,7 +1046,8 @@ def _decode_senml(
             must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
             if must_understand:
                 raise PayloadError(
-                    device_id=device_id, field=must_understand[0], value=rec[must_understand[0]],
+                    device_id=device_id, field=_shown_key(must_understand[0]),
+                    value=rec[must_understand[0]],
                     allowed="no must-understand ('_'-suffixed) fields", reason="unknown_field",
                     index=i,
                 )
@@ -1098,10 +1119,14 @@ def _decode_senml(
                     ts_ns += now_ns
                 else:
                     absolute = True
-                ts_ns = parse_time(
-                    ts_ns if ts_ns >= _NS_EPOCH_FROM else ts_ns / 1e9, field_name="t",
-                    now_ns=now_ns, max_future_s=max_future_s, device_id=device_id, index=i,
-                )
+                try:
+                    ts_ns = parse_time(
+                        ts_ns if ts_ns >= _NS_EPOCH_FROM else ts_ns / 1e9, field_name="t",
+                        now_ns=now_ns, max_future_s=max_future_s, device_id=device_id,
+                        index=i,
+                    )
+                except PayloadError as exc:
+                    raise _senml_time_refused(exc, rec, bt) from None
             else:
                 t = _senml_sum(bt, t)  # no base time, or a relative one: seconds
                 if t < _SENML_RELATIVE_LIMIT:
@@ -1114,10 +1139,13 @@ def _decode_senml(
                         t = t if t >= _NS_EPOCH_FROM else t / 1e9  # as the branch above
                 else:
                     absolute = True
-                ts_ns = parse_time(
-                    t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
-                    device_id=device_id, index=i,
-                )
+                try:
+                    ts_ns = parse_time(
+                        t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
+                        device_id=device_id, index=i,
+                    )
+                except PayloadError as exc:
+                    raise _senml_time_refused(exc, rec, bt) from None
             if (old := _expired(ts_ns, expiry, "t", device_id, i)) is not None:
                 raise old
             # a unit that is not text rejects the reading, as in compact's "units" (it
@@ -1141,6 +1169,46 @@ def _decode_senml(
         except Exception as exc:  # a bug here must cost one record, never the device
             out.reject(_undecodable(exc, device_id, i))
     out.relative_times = bool(out.readings) and not absolute
+    if not out.readings and not out.rejected_total:
+        # base records only: nothing stored and nothing said, while the seq was counted
+        # ({"t": 1.7e9, "temp": 21.5}: a compact record mistyped, read as SenML)
+        fields = sorted({k for rec in records if isinstance(rec, dict) for k in rec})
+        out.reject(PayloadError(
+            device_id=device_id, field="v",
+            value=f"{len(records)} record(s) of base fields only: "
+            + ", ".join(repr(_shown_key(k)) for k in fields[:8])
+            + (", ..." if len(fields) > 8 else ""),
+            allowed="a SenML pack with a value ('v': a number, 'vb': a boolean) named by "
+            "'n', or a compact record {\"ts\": …, \"metrics\": {…}}: nothing was stored",
+            reason="missing_field",
+        ))
+
+
+def _senml_time_refused(exc: PayloadError, rec: dict[str, Any], bt: int | float) -> PayloadError:
+    """The rejection ``exc`` of a SenML record's time (by :func:`parse_time`, of the time
+    ``bt + t`` resolved to, often in nanoseconds) told as the device sent it: the field it
+    gave, ``t`` (or ``bt``, for a record without one), with that field's value, and what
+    the time was made of. It named ``t`` with a nanosecond number the device never sent
+    (``{"bt": 1869860800, ...}``: "field 't' ... Got 1869860800000000000").
+
+    >>> e = PayloadError(field="t", value=1869860800000000000, reason="future_ts",
+    ...                  allowed="no more than 300 s in the future", device_id="p", index=0)
+    >>> r = _senml_time_refused(e, {"n": "a", "v": 1}, 1869860800)
+    >>> r.field, r.value, r.reason
+    ('bt', 1869860800, 'future_ts')
+    >>> _senml_time_refused(e, {"n": "a", "v": 1, "t": 5}, 1869860800).allowed
+    'no more than 300 s in the future (the time is the base time bt=1869860800 plus t seconds)'
+    """
+    if "t" not in rec:
+        field_name, value, how = "bt", bt, "(the pack's base time, the record giving no 't')"
+    else:
+        field_name, value = "t", rec["t"]
+        how = (f"(the time is the base time bt={_short(bt)!r} plus t seconds)" if bt != 0 else
+               "(t: seconds from now below 2**28, RFC 8428; an epoch time from it on)")
+    return PayloadError(
+        device_id=exc.device_id, field=field_name, value=_short(value),
+        allowed=f"{exc.allowed} {how}", reason=exc.reason, index=exc.index,
+    )
 
 
 def _compact_in_senml(rec: dict[str, Any], device_id: str, index: int) -> PayloadError:
@@ -1250,7 +1318,17 @@ def _senml_sum(bt: int | float, t: int | float) -> int | float:
 
 
 def _ts_out(ts_ns: int) -> float | int:
-    return ts_ns // 1_000_000_000 if ts_ns % 1_000_000_000 == 0 else ts_ns / 1e9
+    """A reading's time as an encoder writes it, read back by :func:`decode` exactly: whole
+    seconds as such, else integer nanoseconds (a float of seconds kept the microsecond
+    only: 1700000000123456789 came back as 1700000000123457000), or, before 1973 (which
+    would be read as seconds or ms), a float of seconds.
+
+    >>> _ts_out(1_700_000_000 * 10**9), _ts_out(1_700_000_000_123_456_789), _ts_out(10**9 + 5 * 10**8)
+    (1700000000, 1700000000123456789, 1.5)
+    """  # noqa: E501
+    if ts_ns % 1_000_000_000 == 0:
+        return ts_ns // 1_000_000_000
+    return ts_ns if ts_ns >= _NS_EPOCH_FROM else ts_ns / 1e9
 
 
 def encode_compact(readings: Iterable[Reading]) -> bytes:
