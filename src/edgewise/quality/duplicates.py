@@ -32,7 +32,10 @@ def deduplicate(ts: object, values: object, policy: str = "first") -> CleanResul
         )
     t, v = as_series(ts, values)
     if len(t) > 1 and np.any(t[1:] < t[:-1]):  # no np.diff: it overflows past 2**63 ns
-        raise QualityError("deduplicate needs times sorted ascending; call sort_by_time first.")
+        at = int(np.flatnonzero(t[1:] < t[:-1])[0])
+        raise QualityError(
+            f"deduplicate needs times sorted ascending; time {int(t[at + 1])} at index "
+            f"{at + 1} comes after {int(t[at])}. Call sort_by_time first.")
     new = np.r_[True, t[1:] != t[:-1]] if len(t) else np.zeros(0, dtype=bool)
     if new.all():  # no time repeats (no reading too): nothing to remove
         return CleanResult(t.copy(), v.copy(), {"duplicate": 0, "conflict": 0}, len(t))

@@ -289,8 +289,8 @@ def find_gaps(
     kind, own, starts = _shape(t)
     if kind == "bursts":  # judged by the bursts' first readings
         return _bursts(t, starts, find_gaps(  # type: ignore[arg-type]
-            t[starts], own if every_ns is None else every_ns, factor, span, prev_ns))
-    step = every_ns if every_ns is not None else own
+            t[starts], every_ns or own, factor, span, prev_ns))
+    step = every_ns or own  # 0, as None: no spacing given, the series' own
     if span is not None and _no_step(t, step):
         return _silences(t, span)
     if span is not None and not len(t):  # a spacing to judge the silent span by
@@ -326,8 +326,8 @@ def completeness(
     t = np.unique(np.asarray(ts, dtype=np.int64))
     kind, own, starts = _shape(t)
     if kind == "bursts":  # a burst is one reading of the cadence
-        return completeness(t[starts], own if every_ns is None else every_ns, span, prev_ns)
-    step = every_ns if every_ns is not None else own
+        return completeness(t[starts], every_ns or own, span, prev_ns)
+    step = every_ns or own  # 0, as None: no spacing given, the series' own
     if span is not None and _no_step(t, step):  # whole only where its reading fills the span
         return 0.0 if _silences(t, span) else 1.0
     if not len(t):
@@ -364,9 +364,9 @@ def timeliness(
     t = np.unique(np.asarray(ts, dtype=np.int64))
     kind, own, starts = _shape(t)
     if kind == "bursts":  # on time where a burst follows the one before within factor
-        return timeliness(t[starts], own if every_ns is None else every_ns, factor, span,
+        return timeliness(t[starts], every_ns or own, factor, span,
                           prev_ns)
-    step = every_ns if every_ns is not None else own
+    step = every_ns or own  # 0, as None: no spacing given, the series' own
     if span is not None and _no_step(t, step):  # on time only where a reading fills it
         return 0.0 if _silences(t, span) else 1.0
     if span is not None and not len(t):

@@ -100,12 +100,24 @@ def check_limits(ts: object, values: object, limits: Limits) -> dict[str, list[i
     """Indices out of range, and indices whose change from the last good reading is too fast.
 
     The rate is judged against the last reading that passed both checks, so one bad
-    reading does not condemn the good one after it.
+    reading does not condemn the good one after it. The readings are judged in time order:
+    a late reading against the one before its time (against the later one it arrived after,
+    the interval was negative, taken as 1 ns, and it was too fast). A NaN is no reading
+    the limits judge (it is invalid, as in the stream cleaner): in neither list, and the
+    rate is judged across it (it was out of range only where a bound was set, and else
+    became the last good reading, after which any jump passed).
+
+    >>> check_limits(np.arange(3) * 10**9, [0.0, float("nan"), 1000.0], Limits(max_rate=1.0))
+    {'out_of_range': [], 'rate': [2]}
+    >>> check_limits(np.array([0, 2, 1, 3]) * 10**9, [0.0, 2.0, 1.0, 3.0], Limits(max_rate=1.5))
+    {'out_of_range': [], 'rate': []}
     """
     t, v = as_series(ts, values)
     out_range, fast = [], []
     last_t = last_v = None
-    for i in range(len(v)):
+    for i in np.argsort(t, kind="stable").tolist():
+        if math.isnan(v[i]):
+            continue
         if not limits.in_range(v[i]):
             out_range.append(i)
             continue
@@ -114,4 +126,4 @@ def check_limits(ts: object, values: object, limits: Limits) -> dict[str, list[i
             fast.append(i)
             continue
         last_t, last_v = t[i], v[i]
-    return {"out_of_range": out_range, "rate": fast}
+    return {"out_of_range": sorted(out_range), "rate": sorted(fast)}

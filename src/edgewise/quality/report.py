@@ -85,6 +85,8 @@ def _ts_time(value: object) -> int:
 
     >>> _ts_time(1700000000) == _ts_time(1700000000000) == _ts_time("2023-11-14T22:13:20Z")
     True
+    >>> _ts_time(np.int64(1700000000)) == _ts_time(np.float32(1.7e9)) == 1700000000 * 10**9
+    True
     >>> _ts_time("soon")
     Traceback (most recent call last):
     ...
@@ -92,6 +94,8 @@ def _ts_time(value: object) -> int:
     """  # noqa: E501
     if value is None:
         raise KeyError("ts_ns")
+    if isinstance(value, np.integer | np.floating):  # a numpy array's epoch (np.int64) was
+        value = value.item()  # refused as no time: telemetry reads Python numbers
     try:
         return parse_time(value, now_ns=0, max_future_s=math.inf, earliest_ns=-(2**63))
     except PayloadError as exc:
@@ -197,8 +201,11 @@ def metric_issues(
     cleaner keeps it, a reading that is no number, out of range (its unit's or its
     limits') or too fast (more than ``max_rate`` from the reading kept before its time)
     gives way to a valid reading at the same time, and counts as invalid (``out_of_range``
-    or ``rate`` too) but as no conflict; among valid ones (or where none is valid) the
-    first at a time wins.
+    or ``rate`` too) but as no conflict; among valid ones the first at a time wins. Where
+    none at a time is valid the first is kept (as an invalid reading), and each other
+    counts by its own fault too, as the stream cleaner counts it, no duplicate or conflict
+    (two NaN at one time were one invalid reading and a duplicate, the stream's two
+    invalid ones).
 
     >>> nan = float("nan")
     >>> f = metric_issues([0, 10, 10, 20], [20.0, nan, 21.0, 22.0])["figures"]
@@ -236,7 +243,9 @@ def metric_issues(
     new_time = np.r_[True, t[1:] != t[:-1]] if n else np.zeros(0, dtype=bool)
     group = np.cumsum(new_time) - 1
     has_fit = np.bincount(group, weights=fit, minlength=int(new_time.sum())) > 0
-    keep = fit | ~has_fit[group]  # an unfit reading where a fit one shares its time goes
+    # an unfit reading where a fit one shares its time goes, as does each unfit one after
+    # the first at a time with none fit: each is removed for its own fault, as the stream's
+    keep = fit | (~has_fit[group] & new_time)
     gone_invalid = int((~keep).sum())
     gone_rate = int((~keep & fast).sum())
     gone_range = int((~keep & finite & ~fast).sum())
@@ -281,7 +290,9 @@ def metric_issues(
                          if known else None),
         "timeliness": (round(timeliness(t, every, span=span, prev_ns=prev), 4)
                        if known else None),
-        "validity": round(float(good.mean()) if len(v) else 1.0, 4),
+        # unknown (None) with no reading: a silent metric's 1.0 read as all valid, and
+        # raised its device's summary (0.5 valid and a silent metric: 0.75)
+        "validity": round(float(good.mean()), 4) if len(v) else None,
         "invalid": int(bad.sum()) + gone_invalid,
         "out_of_range": int(out_of_range.sum()) + gone_range,
         "rate": int(rate.sum()) + gone_rate,
@@ -393,11 +404,14 @@ def device_report(
 
 def silent_figures(span: tuple[int, int]) -> dict[str, Any]:
     """The figures of a metric that sent no reading in ``span`` (one the device sends,
-    silent there): nothing complete or on time, the whole span one gap.
+    silent there): nothing complete or on time, the whole span one gap, and no validity
+    (``None``: no reading to judge; the summary's mean leaves it out).
 
     >>> f = silent_figures((0, 3600 * 10**9))
     >>> f["readings"], f["completeness"], f["timeliness"], f["gaps"], f["longest_gap_s"]
     (0, 0.0, 0.0, 1, 3600.0)
+    >>> f["validity"] is None
+    True
     """
     figures = metric_issues(np.zeros(0, dtype=np.int64), np.zeros(0), span=span)["figures"]
     figures.update(completeness=0.0, timeliness=0.0, gaps=1,

@@ -83,6 +83,7 @@ np.False_
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -140,13 +141,25 @@ def _unit(v: np.ndarray) -> float:
 
 
 def _check(half_window: int, n_sigmas: float, min_scale: float = 0.0) -> None:
-    if not isinstance(half_window, int) or half_window < 1:
+    """Raise naming the parameter that is out of its range or no number: numpy's ints are
+    ints (np.int64(3) was refused), a bool is none, and text failed in a compare.
+
+    >>> _check(np.int64(3), np.float32(5.0))
+    >>> _check(3, "5")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: The 'n_sigmas' parameter of hampel must be a number > 0. Got '5'.
+    """
+    if (isinstance(half_window, bool | np.bool_)
+            or not isinstance(half_window, numbers.Integral) or half_window < 1):
         raise QualityError(
             f"The 'half_window' parameter of hampel must be an int >= 1. Got {half_window!r}."
         )
-    if not n_sigmas > 0:
-        raise QualityError(f"The 'n_sigmas' parameter of hampel must be > 0. Got {n_sigmas!r}.")
-    if not 0 <= min_scale < np.inf:  # NaN flagged nothing, silently
+    if not isinstance(n_sigmas, numbers.Real) or not n_sigmas > 0:
+        raise QualityError(
+            f"The 'n_sigmas' parameter of hampel must be a number > 0. Got {n_sigmas!r}.")
+    if not isinstance(min_scale, numbers.Real) or not 0 <= min_scale < np.inf:
+        # NaN flagged nothing, silently
         raise QualityError(
             f"The 'min_scale' parameter of hampel must be a finite number >= 0 (in the "
             f"readings' units; 0: no floor). Got {min_scale!r} instead.")
@@ -473,6 +486,7 @@ def hampel_mask(
 ) -> np.ndarray:
     """Boolean mask of spikes."""
     _check(half_window, n_sigmas, min_scale)
+    half_window, n_sigmas, min_scale = int(half_window), float(n_sigmas), float(min_scale)
     v = np.asarray(values, dtype=float)
     if len(v) < 3:
         return np.zeros(len(v), dtype=bool)
@@ -488,6 +502,7 @@ def despike(
     """A copy with each spike replaced by the median it was judged against: its
     neighbourhood's (at an end, that of its neighbours on the one side)."""
     _check(half_window, n_sigmas, min_scale)
+    half_window, n_sigmas, min_scale = int(half_window), float(n_sigmas), float(min_scale)
     v = np.asarray(values, dtype=float).copy()
     if len(v) >= 3:
         unit = _unit(v)  # readings near the largest float: judged in BIG_UNIT, exactly

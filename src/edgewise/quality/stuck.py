@@ -48,6 +48,7 @@ one.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -152,11 +153,15 @@ def stuck_runs(
     within ``tol`` of the one before, held at least ``min_run`` times the series' typical
     hold (see the module), in a series of more than :data:`FEW_LEVELS` distinct values;
     in one that never changed (one value, or one run), each run of ``min_run``."""
-    if not isinstance(min_run, int) or min_run < 2:
+    # numpy's ints too (np.int64(20) was refused as no int); a bool is none
+    if (isinstance(min_run, bool | np.bool_) or not isinstance(min_run, numbers.Integral)
+            or min_run < 2):
         raise QualityError(
             f"The 'min_run' parameter of stuck must be an int >= 2. Got {min_run!r} instead."
         )
-    if not 0 <= tol <= np.inf:  # NaN, or below 0: no two readings were ever the same
+    min_run = int(min_run)
+    # NaN, or below 0: no two readings were ever the same; text failed in a compare
+    if not isinstance(tol, numbers.Real) or not 0 <= tol <= np.inf:
         raise QualityError(
             f"The 'tol' parameter of stuck must be a number >= 0 (the change within which "
             f"readings count as the same). Got {tol!r} instead.")
