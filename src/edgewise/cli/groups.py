@@ -259,6 +259,8 @@ def _table(summary: dict[str, Any], assigned: pd.DataFrame | None) -> None:
             "the whole fleet: nothing separates it" if summary["n_groups"] == 1 else "-")
         t.add_row(str(g["group"]), str(g["size"]), escape(members), escape(traits))
     console.print(t)
+    if summary.get("fewer_groups"):  # --groups asked for more than could be made: why
+        console.print(f"note: {escape(summary['fewer_groups'])}")
     if summary["odd_ones_out"]:
         o = Table(title="Odd ones out (fit no group)")
         for col in ("device", "nearest group", "odd score", "furthest from its group in"):

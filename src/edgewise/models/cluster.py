@@ -118,7 +118,7 @@ import pandas as pd
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models._words import feature_kind as _kind
 from edgewise.models._words import feature_metric as _metric
-from edgewise.models._words import pair_metrics, rounded, trait_text
+from edgewise.models._words import first_and_more, pair_metrics, rounded, trait_text
 from edgewise.models.model_file import json_number, read_model_file, write_model_file
 from edgewise.models.profile import (
     behaviour_profile,
@@ -460,7 +460,12 @@ class BehaviourGroups:
         out = np.ones(a.shape[1])
         for j in range(a.shape[1]):
             if j in unseen and any(r.iloc[:, j].isna().mean() > 0.5 for r in raw):
-                out[j] = 0.0  # its stability cannot be checked
+                # its stability cannot be checked: a level (any one reading shows it) only
+                # where most devices have one reading, which no half can hold twice; it
+                # keeps its weight, as every feature does with fewer than 5 devices (at 0,
+                # a fleet of one reading each had no feature left and made one group,
+                # whatever n_groups asked). Another (a daily cycle) weighs nothing.
+                out[j] = 1.0 if _kind(self.feature_names_[j]) in ("level", "at_ref") else 0.0
                 continue
             c = float(np.corrcoef(a[:, j], b[:, j])[0, 1]) if (
                 np.ptp(a[:, j]) > 0 and np.ptp(b[:, j]) > 0) else 0.0
@@ -848,7 +853,13 @@ class BehaviourGroups:
             tail = (_tail_cut(score[members & (score > 0)])
                     if int(members.sum()) >= _TAIL_MIN_MEMBERS else 0.0)
             self.odd_cut_ = max(gauss, min(tail, _TAIL_CAP * gauss))
-            odd = (score > self.odd_cut_) | ~members
+            # a device the choice set apart (a cluster of its own) is odd; with n_groups
+            # asked, a cluster too small to keep is the count's making, not its devices' (4
+            # alike devices in 2 groups: one split off): they join the nearest group unless
+            # their odd score passes the cut (they were odd ones out, for noise)
+            odd = score > self.odd_cut_
+            if self.n_groups is None:
+                odd |= ~members
             # a group with no device short of an odd one out is no group: its devices are
             # odd ones out (its traits would describe them only)
             empty = {g for g in range(len(kept)) if not np.any((new == g) & ~odd)}
@@ -1032,6 +1043,7 @@ class BehaviourGroups:
                             "odd_score": round(float(self.odd_score_[d]), 2),
                             "why": self._why_odd(U[i], self.profiles_.iloc[i], g)})
         return {"n_devices": len(self.devices_), "n_groups": self.n_groups_,
+                "fewer_groups": self._fewer_groups(),
                 "metrics": self.metrics_, "left_out": self.left_out_,
                 "left_out_devices": dict(self.left_out_devices_),
                 "missing": self.missing_,
@@ -1040,6 +1052,22 @@ class BehaviourGroups:
                 "null_silhouette": {str(k): round(v, 3)
                                     for k, v in self.null_silhouette_.items()},
                 "groups": groups, "odd_ones_out": odd}
+
+    def _fewer_groups(self) -> str | None:
+        """Why fewer groups were made than ``n_groups`` asked for, in words; ``None`` when
+        as many were made (or the number was chosen)."""
+        if self.n_groups is None or self.n_groups_ >= self.n_groups:
+            return None
+        asked = f"{self.n_groups} groups were asked for; {self.n_groups_} could be made: "
+        distinct = len(np.unique(np.nan_to_num(self.Z_).round(9), axis=0))
+        if distinct < self.n_groups:
+            return asked + (f"the {len(self.devices_)} devices have only {distinct} "
+                            "distinct profile(s) in the features grouped by (devices reading "
+                            "alike, or features too unsteady to group by)")
+        odd = first_and_more([d for d in self.devices_ if self.odd_[d]], each=repr)
+        return asked + (f"a group needs at least {self.min_group_size} devices that fit it, "
+                        "and the devices do not make more such groups"
+                        + (f" ({odd} fit none: odd ones out)" if odd else ""))
 
     # -- persistence ----------------------------------------------------------------------
     _STATE: ClassVar[tuple[str, ...]] = tuple(_STATE_TYPES)

@@ -15,7 +15,9 @@ Bounded: a fit reads at most :data:`MAX_DEVICES` devices (the most recently seen
 are left out, named) and at most :data:`MAX_POINTS` points per device and metric: the store
 averages the window into buckets of the smallest common step (1 s, 2 s, 5 s… 1 h…) that
 cuts it into no more, one step for the whole fleet so that every device's profile is
-measured alike (a full 7 days: 10-minute buckets). The whole fleet's window is read in
+measured alike (a full 7 days: 10-minute buckets): the typical device's span in the window,
+or the span of a device with more readings than that, whichever is longer (:func:`_step`:
+one stray old reading no longer coarsens the fleet's step). The whole fleet's window is read in
 one query (``Store.query_many``: one scan of the readings, where a query per device
 scanned them once per device) and profiled in numpy. Measured on 2 cores shared with
 other runs (``edgewise bench groups --fleet-scale``, 8-metric pumps, 2 days at 1 min,
@@ -45,6 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -166,11 +169,23 @@ def _fleet(security: Any, store: Any) -> _Fleet:
                   frozenset(s.device_id for s in recent))
 
 
+def _step(fleet: _Fleet) -> int:
+    """The bucket (s) the fleet's window is averaged to: the step that cuts the fleet's
+    typical (median) device's span in the window into at most :data:`MAX_POINTS`, or a
+    coarser one where a device with more readings than that needs it to keep within them.
+    A device with no more readings than that has no more points at any step: before, the
+    oldest first reading alone set the step, so one stray reading 6 days old put a fleet of
+    3 hours at 1 minute into 10-minute buckets (18 points per metric, not 180)."""
+    spans = [(fleet.end_ns - max(s.first_ns, fleet.start_ns)) / 1e9 for s in fleet.chosen]
+    dense = [span for s, span in zip(fleet.chosen, spans, strict=True)
+             if s.readings > MAX_POINTS]
+    return max(bucket_s(span, MAX_POINTS) for span in [float(np.median(spans)), *dense])
+
+
 def _histories(store: Any, fleet: _Fleet) -> tuple[dict[str, Any], int, list[dict[str, str]]]:
     """Each chosen device's window as a history, the bucket (s) it was averaged to, and the
     devices left out for having no finite reading there."""
-    first = min(max(s.first_ns, fleet.start_ns) for s in fleet.chosen)
-    step = bucket_s((fleet.end_ns - first) / 1e9, MAX_POINTS)
+    step = _step(fleet)
     # one query for the whole fleet: each per-device query scanned the readings again
     many = store.query_many([s.device_id for s in fleet.chosen], fleet.start_ns,
                             fleet.end_ns + 1, step * 10**9,
@@ -234,6 +249,8 @@ def _answer(model: BehaviourGroups, fleet: _Fleet, left: list[dict[str, str]], s
     starts = [int(f.index.min().value) for f in hist.values()]
     return {
         "n_groups": summary["n_groups"], "chosen": model.n_groups is None,
+        # why fewer groups were made than `groups` asked for (None: as many)
+        "fewer_groups": summary["fewer_groups"],
         "n_devices": summary["n_devices"], "groups": groups, "odd_ones_out": odd,
         "odd_cut": round(float(model.odd_cut_), 3),
         # the fleet's devices not read, and those the fit left out (no used metric)
@@ -338,7 +355,8 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
     description=f"Groups the devices with readings in the {WINDOW_DAYS} days up to the fleet's "
     "newest reading by how they behave (per metric: level, spread, trend, lag-1 "
     "autocorrelation, daily cycle; correlations between metrics; with `reference`, each "
-    "metric's level at the fleet's median of that metric). Answers `groups` (each with `id`, "
+    "metric's level at the fleet's median of that metric). Answers `fewer_groups` (why fewer "
+    "groups were made than `groups` asked for; null when as many), `groups` (each with `id`, "
     "`members`, `odd_ones_out` nearest it and up to three `traits`: `text` in words, "
     "`feature`, `group` and `fleet` medians and `effect` in scaled units), `odd_ones_out` "
     "(`device`, `nearest_group`, `odd_score`, `reason`; flagged above `odd_cut`), `left_out` "
