@@ -43,7 +43,9 @@ HELP: dict[str, tuple[str, str]] = {
                     "it for 30 s, pending_per_source, pending_total: over the caps on "
                     "connections not yet logged in, per_device: over its connection cap, "
                     "qos2_backlog: over 64 QoS 2 messages or 8 MiB waiting for PUBREL, "
-                    "slow_packet: a packet body not sent in time).")),
+                    "slow_packet: a packet body not sent in time, takeover_loop: a CONNECT "
+                    "refused, CONNACK 2, that would take over its client id again after 5 "
+                    "take-overs in 60 s of connections under 10 s old).")),
     "edgewise_http_connections_closed_total": (
         "counter", ("HTTP connections closed by the gateway, by reason (idle: no request "
                     "under way for 10 s, per_source, total: over the caps on open HTTP "

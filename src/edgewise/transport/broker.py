@@ -35,7 +35,10 @@ Three things of amqtt's would step past those checks, so they are refused or kep
   CONNECT's client id *before* authenticating it, so an unauthenticated CONNECT reusing a
   live device's client id cut that device off; :class:`_GuardedBroker` authenticates and
   admits the CONNECT first and only then touches a session. A connection whose session is
-  gone (taken over by its own device) is closed, not left to lose what it sends.
+  gone (taken over by its own device) is closed, not left to lose what it sends, and a
+  SUBSCRIBE or UNSUBSCRIBE it was still handling no longer touches the subscriptions of
+  the connection that took it over (amqtt found them by client id: the new one lost its
+  acks).
 * **retained messages**: amqtt sends every retained message to each client that
   connects, past the topic ACL. The broker keeps none (the gateway's acks are not
   retained either, see below); a retain flag is ignored.
@@ -167,11 +170,22 @@ persistent session for ever):
   client ids (random ones; each run of the simulator picks a new one) thus cannot grow the
   broker's maps; amqtt itself drops a clean session within a second of its disconnect. A
   refused CONNECT leaves nothing behind, and a deleted device's client ids are released.
+* **take-over loops**: two clients of one device with one client id (a copied config, two
+  simulators given one ``client_id``) take its session from each other at every
+  reconnect, for ever (two simulators: some twenty take-overs a second, neither ever
+  connected for long). Once a client id's connections were taken over
+  :data:`TAKEOVER_LOOP_COUNT` (5) times in :data:`TAKEOVER_LOOP_WINDOW_S` (60 s), each
+  within :data:`TAKEOVER_SHORT_S` (10 s) of its login, a CONNECT that would take it over
+  again is answered CONNACK 2 (identifier rejected; ``reason="takeover_loop"``, logged at
+  most every 10 s per device, naming the client id) and the live connection keeps it; a
+  device reconnecting past its own half-open connection takes over one that lasted.
+  Every take-over, of a clean session too, counts ``reason="taken_over"``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hmac
@@ -195,7 +209,12 @@ from amqtt.adapters import (
 from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
+from amqtt.mqtt.connack import (
+    IDENTIFIER_REJECTED,
+    NOT_AUTHORIZED,
+    SERVER_UNAVAILABLE,
+    ConnackPacket,
+)
 from amqtt.mqtt.packet import PUBLISH, MQTTFixedHeader, MQTTPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.protocol.handler import ProtocolHandler
@@ -219,6 +238,7 @@ from edgewise.transport.batcher import Batcher
 __all__ = ["CONNECT_TIMEOUT_S", "INTERNAL_USER", "MAX_CONNECTIONS_PER_DEVICE",
            "MAX_CONTROL_PACKET_BYTES", "MAX_PENDING_PER_SOURCE", "MAX_QUEUED_BYTES",
            "PACKET_BODY_RATE", "PACKET_BODY_S", "QOS2_BYTES", "QOS2_WINDOW",
+           "TAKEOVER_LOOP_COUNT", "TAKEOVER_LOOP_WINDOW_S", "TAKEOVER_SHORT_S",
            "EmbeddedBroker", "default_max_pending", "max_packet_bytes"]
 
 #: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
@@ -344,6 +364,20 @@ PACKET_BODY_S = 30.0
 #: (``EmbeddedBroker.PACKET_BODY_RATE``; 32 kbit/s, a GPRS link): a 256 KiB payload has
 #: 64 s more, the largest PUBLISH (4 MiB) 17 minutes
 PACKET_BODY_RATE = 4 * 1024
+#: A CONNECT that would take over a live connection with its client id is refused (CONNACK
+#: 2, identifier rejected) once that client id's connections were taken over this many
+#: times in :data:`TAKEOVER_LOOP_WINDOW_S`, each within :data:`TAKEOVER_SHORT_S` of being
+#: admitted (``EmbeddedBroker.TAKEOVER_LOOP_COUNT``): two clients using one client id
+#: take the session from each other at every reconnect, for ever
+TAKEOVER_LOOP_COUNT = 5
+#: Seconds over which the take-overs of one client id are counted
+#: (``EmbeddedBroker.TAKEOVER_LOOP_WINDOW_S``)
+TAKEOVER_LOOP_WINDOW_S = 60.0
+#: A take-over counts toward :data:`TAKEOVER_LOOP_COUNT` only when the connection taken
+#: over had been admitted less than this many seconds before
+#: (``EmbeddedBroker.TAKEOVER_SHORT_S``): a device reconnecting past its own half-open
+#: connection takes over one that has lasted, once
+TAKEOVER_SHORT_S = 10.0
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
@@ -543,6 +577,8 @@ class _PacketLimit(ReaderAdapter):
         self.user: str | None = None  # the device, once its CONNECT is authenticated
         #: the device it counts among the logged-in connections of (EmbeddedBroker.admit)
         self.counted_for: str | None = None
+        #: when it was admitted (time.monotonic(); EmbeddedBroker.admit)
+        self.admitted_at = 0.0
         self.tag: bytes | None = None  # and the credential tag it authenticated with
         self.refused = False
         #: the rest of the PUBLISH being read (read whole by the fixed-header check), served
@@ -1324,8 +1360,11 @@ class _GuardedBroker(Broker):
                                                      session.client_id or gen_client_id())
         existing = self._entry(client_id)
         if session.clean_session:
-            if existing is not None:
-                await self.close_connection(client_id, forget=True)
+            if existing is not None and await self.close_connection(client_id, forget=True):
+                self.owner.count("edgewise_mqtt_connections_closed_total",
+                                 reason="taken_over")
+                log.info("MQTT client %r connected again with a clean session; its "
+                         "previous connection was closed", client_id)
             session.parent = 0
         elif existing is not None:  # the device's own session
             old = existing[0]
@@ -1380,6 +1419,45 @@ class _GuardedBroker(Broker):
             if any(s is session for s, _ in subs):
                 self._subscriptions[name] = [(s, q) for s, q in subs if s is not session]
         session.clear_queues()
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        """amqtt's, except that a subscription is kept only for the session its client id
+        has now, and found by the session itself rather than by its client id.
+
+        amqtt skips a SUBSCRIBE of a client id already listed under the filter. A
+        connection taken over by a clean CONNECT of the same client id goes on handling the
+        SUBSCRIBE it was in (amqtt awaits a topic check per filter), so its filters were
+        listed again after its session was deleted, and the new connection's SUBSCRIBE
+        was then skipped: once the old connection ended, the new one got no ack nor dead
+        letter. Now the old session's are dropped (and refused, 0x80), and a new session
+        replaces an entry of its client id that is not its own."""
+        qos = await super().add_subscription(subscription, session)
+        if qos == 0x80:
+            return qos
+        topic_filter = subscription[0]
+        subs = self._subscriptions.get(topic_filter, [])
+        entry = self._entry(session.client_id)
+        if entry is None or entry[0] is not session:  # taken over meanwhile
+            self._subscriptions[topic_filter] = [(s, q) for s, q in subs if s is not session]
+            return 0x80
+        if not any(s is session for s, _ in subs):  # a stale session held its place
+            self._subscriptions[topic_filter] = [
+                *((s, q) for s, q in subs if s.client_id != session.client_id), (session, qos)]
+        return qos
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        """amqtt's, except that ``session``'s own subscription to ``a_filter`` is removed,
+        found by the session itself (amqtt took the first of its client id: an UNSUBSCRIBE
+        handled on a connection taken over removed the new connection's subscription).
+        The list is replaced, not shrunk (see :meth:`drop_session`)."""
+        subs = self._subscriptions.get(a_filter)
+        if not subs:
+            return 0
+        kept = [(s, q) for s, q in subs if s is not session]
+        if len(kept) == len(subs):
+            return 0
+        self._subscriptions[a_filter] = kept
+        return len(subs) - len(kept)
 
     async def _end_superseded(self, client_id: str, session: Session,
                               handler: BrokerProtocolHandler, timeout: float = 5.0) -> None:
@@ -1727,6 +1805,9 @@ class EmbeddedBroker:
         self._drop_log: dict[str, tuple[float, int]] = {}  # device -> (logged at, dropped)
         # "<reason>:<device>" -> (logged at, connections dropped since): dropped_for
         self._reason_log: dict[str, tuple[float, int]] = {}
+        # session key -> when its short-lived connections were taken over, within
+        # TAKEOVER_LOOP_WINDOW_S (_takeover_loop); dropped with the key (_unbind)
+        self._takeovers: dict[str, collections.deque[float]] = {}
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
@@ -1752,6 +1833,12 @@ class EmbeddedBroker:
     #: (:meth:`packet_body_timeout`)
     PACKET_BODY_S = PACKET_BODY_S
     PACKET_BODY_RATE = PACKET_BODY_RATE
+    #: a CONNECT taking over a live connection of its client id is refused (CONNACK 2)
+    #: once that client id's connections were taken over TAKEOVER_LOOP_COUNT times in
+    #: TAKEOVER_LOOP_WINDOW_S, each within TAKEOVER_SHORT_S of being admitted
+    TAKEOVER_LOOP_COUNT = TAKEOVER_LOOP_COUNT
+    TAKEOVER_LOOP_WINDOW_S = TAKEOVER_LOOP_WINDOW_S
+    TAKEOVER_SHORT_S = TAKEOVER_SHORT_S
 
     def packet_body_timeout(self, size: int, keep_alive: int) -> float:
         """Seconds a logged-in connection declaring ``keep_alive`` (s; 0: none) has to send
@@ -1810,11 +1897,59 @@ class EmbeddedBroker:
                 self._refuse_over_cap(user, len(held))
                 setattr(session, _REFUSAL, SERVER_UNAVAILABLE)
                 return False
+            if key is not None and self._takeover_loop(session, conn, held, key):
+                return False
             held[conn] = key
             conn.counted_for = user
+            conn.admitted_at = time.monotonic()
         if client_id and user:
             self._bind(_session_key(user, client_id), user)
         return True
+
+    def _takeover_loop(self, session: Session, conn: _PacketLimit,
+                       held: dict[_PacketLimit, str | None], key: str) -> bool:
+        """Whether the CONNECT of ``session`` (on ``conn``), whose session key ``key`` its
+        device's logged-in connections ``held`` may already use, is refused as one turn of
+        a take-over loop (then counted, ``reason="takeover_loop"``, logged at most every
+        :attr:`CAP_LOG_EVERY_S` per device, and answered CONNACK 2, identifier rejected).
+
+        Two clients of one device with one client id (a copied config, two copies of a
+        simulator) take the session from each other each time one reconnects, for ever:
+        every connection is closed within a second or so of its login. So a take-over of a
+        connection admitted less than :attr:`TAKEOVER_SHORT_S` before is recorded, and
+        once ``key`` has :attr:`TAKEOVER_LOOP_COUNT` of them in the last
+        :attr:`TAKEOVER_LOOP_WINDOW_S`, a CONNECT that would take over again is refused
+        and the live connection keeps the session; refusals record nothing, so the window
+        empties and one more CONNECT may take it over. A device reconnecting past its own
+        half-open connection takes over one that has lasted (not recorded) or, once that
+        one is dropped (keep-alive), none."""
+        now = time.monotonic()
+        times = self._takeovers.get(key)
+        if times is not None:
+            while times and now - times[0] > self.TAKEOVER_LOOP_WINDOW_S:
+                times.popleft()
+            if not times:
+                del self._takeovers[key]
+                times = None
+        live = [c for c, k in held.items() if k == key and not c.refused]
+        if not live:
+            return False
+        newest = max(live, key=lambda c: c.admitted_at)
+        if times is not None and len(times) >= self.TAKEOVER_LOOP_COUNT:
+            setattr(session, _REFUSAL, IDENTIFIER_REJECTED)
+            client_id = key.partition("/")[2]
+            self.dropped_for(
+                "takeover_loop", session.username, conn.peer,
+                f"CONNECT with client id {client_id!r} refused (CONNACK 2, identifier "
+                f"rejected): its connections with that client id were taken over "
+                f"{len(times)} times in the last {self.TAKEOVER_LOOP_WINDOW_S:g} s, each "
+                f"within {self.TAKEOVER_SHORT_S:g} s of its login, so two clients most "
+                f"likely use it and take the session from each other. The connection from "
+                f"{newest.peer} keeps it; give each client a client id of its own")
+            return True
+        if now - newest.admitted_at < self.TAKEOVER_SHORT_S:
+            self._takeovers.setdefault(key, collections.deque()).append(now)
+        return False
 
     def _refuse_over_cap(self, user: str, held: int) -> None:
         """Count and (at most every :attr:`CAP_LOG_EVERY_S` per device) log a CONNECT of
@@ -1872,6 +2007,7 @@ class EmbeddedBroker:
             excess -= 1
 
     def _unbind(self, client_id: str) -> None:
+        self._takeovers.pop(client_id, None)
         user = self._client_owner.pop(client_id, None)
         ids = self._client_ids.get(user) if user is not None else None
         if ids is not None:
