@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edgewise.detect.zscore import EWZScore
 from edgewise.edge import export
@@ -42,7 +43,11 @@ def test_mlp_onnx_float_and_int8_on_cmapss(fd001):
     calib = ((Xtr[:512] - mu) / sd).astype(np.float32)
     q = export(net, format="onnx", dtype="int8", name="mlp", calibration=calib)
     assert q.dtype == "int8" and q.size_bytes < f.size_bytes
-    assert abs(_rmse(q.predict(Z), yte) - _rmse(py, yte)) < 1.5
+    # the first 512 training rows do not span every test row: predict says so
+    with pytest.warns(UserWarning, match=r"rows hold an input beyond the range of the "
+                                         r"calibration rows"):
+        pq = q.predict(Z)
+    assert abs(_rmse(pq, yte) - _rmse(py, yte)) < 1.5
 
 
 def test_cnn1d_onnx_matches_torch(fd001):

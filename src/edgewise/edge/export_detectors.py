@@ -31,6 +31,7 @@ imputed.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -1032,6 +1033,12 @@ def _ldl_t2_nodes(D: int) -> tuple[list[Any], list[Any]]:
     return nodes, [c for c in consts if c.name in used]
 
 
+#: ``metadata_props`` keys of a Mahalanobis graph: the metric of each column of ``x``, in
+#: order (JSON list), and the score's ``tail_digits``
+MAHA_METRICS_KEY = "edgewise.metrics"
+MAHA_TAIL_DIGITS_KEY = "edgewise.tail_digits"
+
+
 def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
     """The frozen scoring step as a graph: ``x`` (rows x D, float64) -> ``t2``, ``dof`` and
     ``n_eff`` (rows each, float64).
@@ -1047,7 +1054,9 @@ def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
     -log10(t2_tail(t2, dof, n_eff)) / tail_digits)``
     (:func:`~edgewise.detect.mahalanobis.t2_tail`, the predictive Hotelling tail, an
     incomplete beta function), computed by the caller: 0 where ``dof`` is 0, 1 where ``t2``
-    is inf (a reading near 1e308 from the mean).
+    is inf (a reading near 1e308 from the mean). The graph's metadata names the metric of
+    each column of ``x`` (:data:`MAHA_METRICS_KEY`: the detector's ``metrics_``, in the order
+    they first arrived) and holds ``tail_digits`` (:data:`MAHA_TAIL_DIGITS_KEY`).
 
     >>> from edgewise.detect.mahalanobis import Mahalanobis
     >>> det = Mahalanobis(warmup=1)   # 2 metrics: scored from 6 readings (warm_count)
@@ -1114,5 +1123,15 @@ def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="edgewise")
     model.ir_version = 8
+    # which metric each column of x is (the order they first arrived in Python, not sorted)
+    # and the score's tail_digits: the graph carried neither, and a device feeding its
+    # metrics in another order got T^2 against the wrong means with no word
+    names = [str(m) for m in det.metrics_]
+    helper.set_model_props(model, {MAHA_METRICS_KEY: json.dumps(names),
+                                   MAHA_TAIL_DIGITS_KEY: repr(float(det.tail_digits))})
+    model.doc_string = (f"Mahalanobis scoring step: input x holds one row of {D} metrics, in "
+                        f"the order named in metadata '{MAHA_METRICS_KEY}' (JSON); score = "
+                        f"min(1, -log10(t2_tail(t2, dof, n_eff)) / {float(det.tail_digits)!r}), "
+                        "0 where dof is 0.")
     onnx.checker.check_model(model)
     return OnnxExport(name, "mdetector", model.SerializeToString(), ["x"], dtype="float64")

@@ -41,8 +41,8 @@ from edgewise.edge.compress import (
 from edgewise.edge.export_c import _F32_LIMIT, GENERATED_KEY, write_files
 from edgewise.errors import ExportError
 
-__all__ = ["EWZ_STATE_KEYS", "OnnxExport", "check_onnx_name", "export_ewzscore", "export_torch",
-           "export_trees", "quantize_int8"]
+__all__ = ["CALIBRATION_KEYS", "EWZ_STATE_KEYS", "OnnxExport", "check_onnx_name",
+           "export_ewzscore", "export_torch", "export_trees", "quantize_int8"]
 
 
 def check_onnx_name(name: str) -> str:
@@ -96,6 +96,11 @@ class OnnxExport:
     rows it was calibrated on (root mean square; those rows only: it says nothing of inputs
     they do not exercise), ``calibration_std``: the spread of the float graph's outputs
     there, and ``calibration_rows``: how many rows (those without a NaN). ``None`` else.
+    ``calibration_min`` and ``calibration_max`` are the least and largest value of each
+    input over those rows (shaped as one input row; also in the graph's metadata,
+    :data:`CALIBRATION_KEYS`): int8 clips every activation to the range the calibration
+    rows reach, so an input beyond them can give the output of the range's end, and
+    :meth:`predict` warns of rows that hold one.
     """
 
     name: str
@@ -109,6 +114,8 @@ class OnnxExport:
     calibration_rmse: float | None = None
     calibration_std: float | None = None
     calibration_rows: int | None = None
+    calibration_min: np.ndarray | None = None
+    calibration_max: np.ndarray | None = None
     _sess: Any = field(default=None, repr=False)
 
     @property
@@ -223,8 +230,53 @@ class OnnxExport:
             want = ", ".join(str(d) if isinstance(d, int) else "rows" for d in shape)
             raise ExportError(f"Graph {self.name!r} takes input of shape ({want}). Got shape "
                               f"{x.shape} instead.")
+        if self.calibration_min is not None and self.calibration_max is not None:
+            note = _outside_calibration_note(x, self.calibration_min, self.calibration_max,
+                                             self.feature_names)
+            if note:
+                warnings.warn(f"int8 graph {self.name!r}: {note}", UserWarning, stacklevel=2)
         out = self.run({self.input_names[0]: x})[0]
         return np.asarray(out, dtype=np.float64).reshape(len(X))
+
+
+#: ``metadata_props`` keys of an int8 graph holding the least and largest value of each
+#: input over its calibration rows (JSON lists, one entry per input of a row, flattened)
+CALIBRATION_KEYS = {"min": "edgewise.calibration_min", "max": "edgewise.calibration_max"}
+
+
+def _outside_calibration_note(x: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                              names: list[str] | None = None) -> str | None:
+    """One line on the rows of ``x`` holding a finite input below ``lo`` or above ``hi``
+    (the calibration rows' least and largest value of each input): how many, and the input
+    furthest out, with its value and range. ``None`` where there is none. A row with a NaN
+    or an infinite input is left out: the int8 graph gives NaN for it.
+
+    >>> print(_outside_calibration_note(np.array([[0.5, 3.0], [0.2, 0.1], [np.nan, 9.0]]),
+    ...                                 np.array([0.0, 0.0]), np.array([1.0, 1.0])))
+    1 of the 3 rows holds an input beyond the range of the calibration rows (input 1: 3 outside [0, 1]); int8 clips each activation to the range the calibration rows reach, so such a row's output can be that of the range's end (calibration_rmse does not show it). Calibrate on rows that span the inputs the device will see, or export float32.
+    """  # noqa: E501
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    lo_f = np.asarray(lo, np.float64).ravel()
+    hi_f = np.asarray(hi, np.float64).ravel()
+    if flat.shape[1] != lo_f.size or not len(flat):
+        return None
+    finite = np.isfinite(flat).all(axis=1)
+    span = np.maximum(hi_f - lo_f, np.finfo(np.float64).tiny)
+    with np.errstate(invalid="ignore", over="ignore"):
+        beyond = np.where(flat < lo_f, lo_f - flat, np.where(flat > hi_f, flat - hi_f, 0.0))
+    beyond[~finite] = 0.0
+    rows = beyond.any(axis=1)
+    if not rows.any():
+        return None
+    r, c = np.unravel_index(int(np.argmax(beyond / span)), beyond.shape)
+    label = repr(names[c]) if names is not None and len(names) == lo_f.size else str(c)
+    n = int(rows.sum())
+    return (f"{n} of the {len(flat)} rows {'holds' if n == 1 else 'hold'} an input beyond "
+            f"the range of the calibration rows (input {label}: {flat[r, c]:.6g} outside "
+            f"[{lo_f[c]:.6g}, {hi_f[c]:.6g}]); int8 clips each activation to the range the "
+            "calibration rows reach, so such a row's output can be that of the range's end "
+            "(calibration_rmse does not show it). Calibrate on rows that span the inputs the "
+            "device will see, or export float32.")
 
 
 #: ``metadata_props`` keys of an EWZScore graph holding the detector's learned state, the
@@ -477,7 +529,11 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
     What remains is int8's own limit: every activation, the output included, is clipped to
     the range the calibration rows reach (MinMax), so an output above the largest one seen
     in calibration (161.1 there; torch says 164.8 for one test row) reads as that largest
-    one. Calibrate on rows that cover the outputs you need.
+    one. Calibrate on rows that cover the outputs you need. An input beyond the calibration
+    rows' range is clipped too (a 1-8-1 MLP calibrated on -1..1 gave 0.33 for x = 50, torch
+    19.9), and ``calibration_rmse`` cannot show it: the export records each input's range
+    (``calibration_min``/``calibration_max``, and the graph's metadata), and
+    :meth:`OnnxExport.predict` warns of rows beyond it.
 
     onnxruntime's QuantizeLinear maps NaN to an ordinary code, so a missing input (NaN) or
     an infinite one gave a plausible number (118.2 cycles for NaN on FD001). The graph adds
@@ -539,9 +595,13 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
         quantized = dst.read_bytes()
     _check_int32_biases(exported, quantized, X)
     data = _marked(_non_finite_guard(quantized, exported.input_names[0]))
-    q = OnnxExport(exported.name, exported.kind, data, exported.input_names, dtype="int8")
+    q = OnnxExport(exported.name, exported.kind, data, exported.input_names, dtype="int8",
+                   feature_names=exported.feature_names)
     if len(X) == 0:  # nothing to measure on (export() refuses no rows before this)
         return q
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    q = replace(q, model_bytes=_with_calibration_range(data, lo, hi),
+                calibration_min=lo, calibration_max=hi)
     rmse, std = _calibration_fit(exported, q, X)
     still = _still_inputs(X)
     if still:
@@ -553,6 +613,21 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
                       f"{std:.4g}); calibrate on rows that cover the inputs the device will "
                       "see, or export float32.", UserWarning, stacklevel=2)
     return replace(q, calibration_rmse=rmse, calibration_std=std, calibration_rows=len(X))
+
+
+def _with_calibration_range(model_bytes: bytes, lo: np.ndarray, hi: np.ndarray) -> bytes:
+    """The graph with the calibration rows' least and largest value of each input in its
+    metadata (:data:`CALIBRATION_KEYS`), for a device to tell which inputs int8 clips."""
+    import json
+
+    onnx = _onnx()
+    m = onnx.load_model_from_string(model_bytes)
+    for key, v in ((CALIBRATION_KEYS["min"], lo), (CALIBRATION_KEYS["max"], hi)):
+        entry = m.metadata_props.add()
+        # each float32 in its shortest form, which reads back as that float32
+        entry.key, entry.value = key, json.dumps(
+            [float(str(np.float32(a))) for a in np.ravel(v)], separators=(",", ":"))
+    return m.SerializeToString()
 
 
 def _calibration_fit(exported: OnnxExport, quantized: OnnxExport,
