@@ -150,3 +150,41 @@ def test_the_compiled_shares_equal_explain_one():
             assert share[r] == pytest.approx(max(shares.values()), rel=1e-12, abs=0), r
         loop.learn_one(x)
     assert named > n / 2
+
+
+#: A device whose temp sent a 1e150 sentinel twice while warming up (finite, so learned):
+#: temp's variance is then about 1e299, its covariance with mode a rounding residue (1e133,
+#: correlation 3e-17) larger than mode's own variance.
+_GLITCHED = [(2, 0.49, -0.15), (1, 0.46, 1.7), (1, -0.3, 0.85), (1, 0.97, 0.28),
+             (0, -2.15, 1e150), (2, -1.55, -0.46), (0, -0.4, -0.61), (0, 0.09, -0.59),
+             (2, -0.72, 1e150)]
+
+
+@pytest.mark.parametrize("x, culprit", [
+    ({"mode": 2.0, "temp": -0.35}, "mode"),
+    ({"mode": 0.0, "flow": 3.0, "temp": 0.0}, "flow"),
+])
+def test_score_one_beside_a_huge_variance_is_the_compiled_score(x, culprit):
+    """Check score_one and explain_one, after a metric learned a reading of 1e150, give the
+    T² of the reading (solved in correlation units) and name the metric that moved, as the
+    compiled score_explain_many does: solved on the raw covariance (variances 1 and 1e299)
+    score_one scored the first reading 0.053 for 0.025 (T² 4.2 for 1.8), and explain_one
+    blamed mode (0.59) for flow's move of 3."""
+    names = ["mode", "flow", "temp"]
+    params = {"alpha": 0.1, "shrinkage": 0.5, "warmup": 2}
+    det = Mahalanobis(**params)
+    for row in _GLITCHED:
+        det.learn_one(dict(zip(names, map(float, row), strict=True)))
+    used = det._used(x)
+    s = det.shrunk_covariance()[np.ix_(used, used)]
+    sd = np.sqrt(np.diag(s))
+    y = (det._vector(x, grow=False) - det.mean_)[used] / sd
+    t2 = float(y @ np.linalg.solve(s / np.outer(sd, sd), y))
+    want = det._tail_one(t2, float(used.sum()), float(det.counts_[used].min()))
+    assert det.score_one(x) == pytest.approx(want, rel=1e-9)
+    shares = det.explain_one(x)
+    assert max(shares, key=shares.__getitem__) == culprit, shares
+    X = np.array([*_GLITCHED, [x.get(k, np.nan) for k in names]], dtype=float)
+    scores, top = Mahalanobis(**params).score_explain_many(X, names)
+    assert scores[-1] == pytest.approx(want, rel=1e-9)
+    assert top[-1] == culprit

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgewise.errors import InvalidParameterError
 from edgewise.explain.alerts import STALE_GAPS, alert_explanation
 
 
@@ -75,3 +76,16 @@ def test_the_peak_is_chosen_on_the_metrics_each_reading_holds() -> None:
              ("flow", 332, 1.0), ("current", 332, -1.0)]
     ex = alert_explanation(rows, 331, 332)
     assert ex.peak_ns == 332 and ex.stale == ["temp"]
+
+
+def test_an_alert_of_no_fresh_metric_is_refused_naming_them() -> None:
+    """Check an alert whose span holds no reading of a metric with history (the device's
+    old sensors stopped, a new one alarms) is refused, naming the stopped and the new
+    metrics: it was explained as T² 0, no terms and no shares, as if nothing were off."""
+    rows = [r for r in _pump(None, n=300) if r[1] < 300]
+    rows += [("vibration", t, 100.0 + t) for t in range(320, 331)]
+    with pytest.raises(InvalidParameterError) as err:
+        alert_explanation(rows, 320, 330)
+    said = str(err.value)
+    assert "'current', 'flow', 'temp' have stopped before it" in said, said
+    assert "'vibration' has no reading before it" in said, said

@@ -9,6 +9,7 @@ drivers) and in ``alert_explanation`` (the API's explanation). The ranking is no
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -227,3 +228,18 @@ def test_alert_explanation_ranks_the_frozen_sensor_first(
     assert ex.contributions["flow"] < max(ex.contributions.values())  # the T² term: small
     assert math.fsum(ex.shares.values()) == pytest.approx(1.0)
     assert ex.to_dict()["shares"] == ex.shares
+
+
+def test_a_deviation_that_overflows_is_its_own_sensors_not_shared() -> None:
+    """Check a reading whose deviation from its mean itself overflows (1e308 from -1e308)
+    gets the shares of that deviation scaled down, led by its own sensor, without a
+    RuntimeWarning: the subtraction warned (an error under pytest), and past it the
+    infinite deviation split the blame equally with the partner that had not moved."""
+    prec = np.linalg.inv(_equicorrelated(2, 0.8))
+    want = conditional_shares([1.0, 0.0], np.zeros(2), prec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = conditional_shares([1e308, 0.0], [-1e308, 0.0], prec)
+    assert got == pytest.approx(want) and got["x0"] > got["x1"]
+    # a reading that is itself not finite still has no shares, as NaN
+    assert set(conditional_shares([math.inf, 0.0], np.zeros(2), prec).values()) == {0.0}

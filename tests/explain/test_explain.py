@@ -86,3 +86,17 @@ def test_quadratic_split_sums_to_mahalanobis() -> None:
     assert e.check() and e.value == pytest.approx(d @ prec @ d)
     with pytest.raises(InvalidParameterError, match="must be 3x3"):
         quadratic_contributions(X[3], X.mean(axis=0), np.eye(2))
+
+
+@pytest.mark.parametrize("bad", [0.0, np.nan, -1.0])
+def test_pca_split_refuses_a_scale_that_is_not_positive_naming_the_feature(bad) -> None:
+    """Check a scale of 0 (a constant feature's standard deviation), NaN or below 0 is
+    refused naming the feature and the value: 0 made every contribution and the value NaN,
+    the features that moved too, with no word of why."""
+    comps = np.array([[1.0, 0.0, 0.0]])
+    with pytest.raises(InvalidParameterError, match=rf"Got {bad!r} for 'rpm'\.") as err:
+        pca_contributions([1.0, 2.0, 3.0], np.zeros(3), comps, scale=[1.0, bad, 2.0],
+                          names=["flow", "rpm", "temp"])
+    assert err.value.field == "scale"
+    e = pca_contributions([1.0, 2.0, 3.0], np.zeros(3), comps, scale=[1.0, 1.0, 2.0])
+    assert e.check() and e.contributions == {"x0": 0.0, "x1": 4.0, "x2": 2.25}

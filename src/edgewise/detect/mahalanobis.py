@@ -585,11 +585,32 @@ class Mahalanobis(Detector):
 
 
 def _lin_solve(s: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``s⁻¹ b``; a least-squares solution where ``s`` is singular."""
-    try:
-        return np.linalg.solve(s, b)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(s, b, rcond=None)[0]
+    """``s⁻¹ b`` for a covariance ``s``, solved in its correlation's units (``D⁻¹ c⁻¹ D⁻¹ b``,
+    ``D`` the standard deviations), as the compiled replay solves it; a least-squares
+    solution where ``s`` is singular.
+
+    Solved on ``s`` itself, variances far apart (a metric that learned a reading of 1e150:
+    about 1e299, beside one of 1) lost digits: below, two metrics of correlation 3e-17 one
+    0.32 sd off, the other 1, gave T² 1.36, not 1.1; a reading of the detector scored 0.053
+    where the compiled replay (:meth:`Mahalanobis.score_explain_many`) scored it 0.025, and
+    the shares named the wrong sensor. Where a standard deviation is not finite (a warm
+    metric constant beyond 1e154, whose ridge overflows), ``s`` is solved as it is.
+
+    >>> s, b = np.array([[1.0, 1e133], [1e133, 1e299]]), np.array([1.0, 1e149])
+    >>> round(float(b @ _lin_solve(s, b)), 12)
+    1.1
+    """
+    sd = np.sqrt(np.diag(s))
+    scaled = bool(np.isfinite(sd).all() and (sd > 0).all())
+    # overflow as the solve on s overflows (a reading near 1e308: inf, scored 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if scaled:
+            s, b = s / np.outer(sd, sd), b / sd
+        try:
+            w = np.linalg.solve(s, b)
+        except np.linalg.LinAlgError:
+            w = np.linalg.lstsq(s, b, rcond=None)[0]
+        return w / sd if scaled else w
 
 
 def unit_deviation(d: np.ndarray) -> np.ndarray:

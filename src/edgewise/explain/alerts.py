@@ -275,6 +275,13 @@ def alert_explanation(
     # metrics a reading holds, under their own marginal distribution, and the last value
     # carried forward must not take a share of an alert it was never part of
     fresh = _fresh(rows, span.index.to_numpy(), kept, start_ns)
+    if not fresh.any():  # an explanation of no metric: T² 0, as if nothing were off
+        new = f"; {_named(left_out)} no reading before it" if left_out else ""
+        raise InvalidParameterError(
+            f"No metric with readings before the alert was read in its span: "
+            f"{_named([str(c) for c in kept])} stopped before it (their newest reading older "
+            f"than {STALE_GAPS:g} of their usual intervals){new}."
+        )
     t2 = np.empty(len(z))
     inverses: dict[bytes, np.ndarray] = {}
     for i, mask in enumerate(fresh):

@@ -87,11 +87,33 @@ def pca_contributions(
     x: object, mean: object, components: object, scale: object | None = None,
     names: Sequence[str] | None = None,
 ) -> Explanation:
-    """Split the PCA reconstruction error of ``x`` (rows of ``components`` orthonormal)."""
+    """Split the PCA reconstruction error of ``x`` (rows of ``components`` orthonormal).
+
+    ``scale`` (each feature's standard deviation, where the components were fitted on
+    standardised features) must be positive and finite: a constant feature's 0 made every
+    contribution NaN, not that feature's alone (give it 1, as scikit-learn's
+    ``StandardScaler`` does).
+
+    >>> pca_contributions([1.0, 2.0], [0.0, 0.0], [[1.0, 0.0]], scale=[1.0, 0.0],
+    ...                   names=["flow", "rpm"])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The scale must be positive and finite for every feature (each one's standard deviation; 1 for a constant one). Got 0.0 for 'rpm'.
+    """  # noqa: E501
     m = _vec(mean, None, "mean")
     d = _vec(x, len(m), "x") - m
     if scale is not None:
-        d = d / _vec(scale, len(m), "scale")
+        sc = _vec(scale, len(m), "scale").tolist()
+        bad = [i for i, v in enumerate(sc) if not (math.isfinite(v) and v > 0.0)]
+        if bad:
+            keys = _names(names, len(m))
+            raise InvalidParameterError(
+                "The scale must be positive and finite for every feature (each one's "
+                "standard deviation; 1 for a constant one). Got "
+                + ", ".join(f"{sc[i]!r} for {keys[i]!r}" for i in bad[:5])
+                + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") + ".",
+                field="scale", value=[sc[i] for i in bad[:5]])
+        d = d / np.asarray(sc)
     p = np.atleast_2d(np.asarray(components, dtype=float))
     if p.shape[1] != len(m):
         raise InvalidParameterError(
@@ -133,13 +155,15 @@ def conditional_shares(
     by what the other sensors predict for it (its conditional expectation given them,
     ``M`` the precision, the inverse covariance): the square of how many conditional
     standard deviations it misses that prediction by. The shares are ``c_i / sum(c)``:
-    non-negative, summing to 1 (all 0 when ``d`` is 0 or not finite; when some ``c_i`` is
-    infinite, those sensors share 1 equally). With independent sensors (diagonal ``M``)
-    ``c_i = d_i² M_ii``, the same as :func:`quadratic_contributions`' terms; a sensor stuck
-    at its mean while its partners move leads, as does one spiking alone. They are the same
+    non-negative, summing to 1 (all 0 when ``d`` is 0 or ``x`` or ``mean`` holds a value
+    that is not finite; when some ``c_i`` is infinite, those sensors share 1 equally).
+    With independent sensors (diagonal ``M``) ``c_i = d_i² M_ii``, the same as
+    :func:`quadratic_contributions`' terms; a sensor stuck at its mean while its partners
+    move leads, as does one spiking alone. They are the same
     in any units or offsets of the sensors and in any order of them, and of the deviation's
     size: where ``M d`` overflows (a reading near 1e308, a no-data sentinel), the shares are
-    those of ``d`` scaled down (:func:`~edgewise.detect.mahalanobis.unit_deviation`), not
+    those of ``d`` scaled down (:func:`~edgewise.detect.mahalanobis.unit_deviation`; a
+    ``d_i`` that itself overflowed, 1e308 from a mean of -1e308, dwarfs the rest), not
     the blame of whichever partner's entry overflowed first. They do not sum to the score:
     use :func:`quadratic_contributions` for a split that does.
 
@@ -149,15 +173,20 @@ def conditional_shares(
     >>> {k: round(v, 3) for k, v in s.items()}
     {'flow': 0.618, 'speed': 0.191, 'current': 0.191}
     """
-    d, mat = _quadratic(x, mean, precision)
+    with np.errstate(over="ignore"):  # x - mean past 1.8e308: inf, scaled below
+        d, mat = _quadratic(x, mean, precision)
+    read = bool(np.isfinite(_vec(x, None, "x")).all()
+                and np.isfinite(_vec(mean, None, "mean")).all())  # else no shares
     with np.errstate(over="ignore", invalid="ignore"):
         w = mat @ d
-        if not np.isfinite(w).all() and np.isfinite(d).all() and np.isfinite(mat).all():
-            w = mat @ unit_deviation(d)  # the shares do not depend on d's scale
+        if not np.isfinite(w).all() and read and np.isfinite(mat).all():
+            # the shares do not depend on d's scale; an infinite d_i (1e308 from -1e308)
+            # dwarfs the rest (unit_deviation), where it split the blame with its partners
+            w = mat @ unit_deviation(d)
         c = conditional_terms(w, np.diag(mat))
         total = float(c.sum())
     keys = _names(names, len(d))
-    if not (math.isfinite(total) and total > 0.0):
+    if not (read and math.isfinite(total) and total > 0.0):
         return {k: 0.0 for k in keys}
     return dict(zip(keys, (c / total).tolist(), strict=True))
 
