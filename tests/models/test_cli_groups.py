@@ -182,3 +182,12 @@ def test_the_readme_folder_of_nab_aws_files_is_grouped(shared_data: Path) -> Non
     res = groups("--csv", str(folder), "--json")
     assert res.exit_code == 0, res.stderr
     assert res.stderr.count("their mean is used") == 2, res.stderr
+
+
+@pytest.mark.parametrize("devices", [",", " , "])
+def test_a_devices_list_naming_no_device_says_so(gateway, devices: str) -> None:
+    """Check ``--devices ','`` is refused as naming no device: it fell through to 'needs
+    at least 2 devices ... Got 0', as though the store held none."""
+    res = groups("--data", str(gateway), "--devices", devices)
+    assert res.exit_code == 2, res.stdout
+    assert f"--devices {devices!r} names no device" in res.stderr, res.stderr

@@ -59,6 +59,9 @@ def _store_histories(data: str, devices: str | None) -> dict[str, pd.DataFrame]:
     try:
         known = sorted(d.device_id for d in store.devices())
         wanted = [d.strip() for d in devices.split(",") if d.strip()] if devices else known
+        if devices is not None and not wanted:  # not "needs at least 2 devices. Got 0"
+            raise fail(f"--devices {devices!r} names no device: give comma-separated device "
+                       "ids (e.g. pump-1,pump-2), or leave it out for every device")
         unknown = [d for d in wanted if d not in known]
         if unknown:
             raise fail(f"--devices: {unknown} not in the store; it holds {known[:20]}")
