@@ -13,8 +13,9 @@ count of connections. Here:
 * :class:`Outbox` holds a connection's acks and dead letters on their way: at most
   ``window`` QoS 1 publishes in flight (each waits for its PUBACK), the others queued up to
   ``limit_bytes``; past that a new dead letter is dropped (the caller counts it), and a
-  queued ack is replaced by a newer one (an ack is the device's watermark: the newest one
-  says all), so at most one waits and none is dropped for room.
+  queued ack is replaced by a newer one (an ack is the device's watermark: the highest one
+  says all; one with a lower seq, a watermark lookup that ended late, leaves it), so at
+  most one waits and none is dropped for room.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +35,20 @@ __all__ = ["ENTRY_OVERHEAD_BYTES", "BoundedWriter", "Outbox"]
 #: What one queued message is charged beyond its topic and payload (its list, its deque
 #: slot, the strings' headers), so that many tiny ones cannot slip past the bound
 ENTRY_OVERHEAD_BYTES = 128
+
+
+def _ack_seq(data: bytes) -> float:
+    """The seq of an ack's payload (``{"seq": n}``); ``-inf`` when it has none, so that any
+    ack replaces it.
+
+    >>> _ack_seq(b'{"seq": 7}'), _ack_seq(b'junk')
+    (7, -inf)
+    """
+    try:
+        seq = json.loads(data)["seq"]
+    except (ValueError, TypeError, KeyError):
+        return float("-inf")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else float("-inf")
 
 
 class BoundedWriter(StreamWriterAdapter):
@@ -139,12 +155,15 @@ class Outbox:
 
     def put(self, topic_name: str, data: bytes, qos: int, *, ack: bool = False) -> bool:
         """Queue ``data`` for ``topic_name`` (sent as soon as the window has room). An
-        ``ack`` replaces the ack still queued, if any, and is never dropped for room (at
-        most one is queued). ``False`` when it was dropped: the outbox is closed, or full
+        ``ack`` replaces the ack still queued, if any, unless its seq is lower (a watermark
+        lookup that ended after a commit queued a newer ack), and is never dropped for room
+        (at most one is queued). ``False`` when it was dropped: the outbox is closed, or full
         (an empty one takes any one message)."""
         if self.closed:
             return False
         if ack and self._ack is not None:
+            if _ack_seq(data) < _ack_seq(self._ack[1]):
+                return True  # an older watermark (a lookup ended late): keep the newer one
             self.charged += len(data) - len(self._ack[1])
             self._ack[3] += len(data) - len(self._ack[1])
             self._ack[1:3] = [data, qos]

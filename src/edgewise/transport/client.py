@@ -1225,21 +1225,30 @@ class ExternalBroker:
             self.cfg["host"], self.cfg["port"], msg.topic, len(msg.payload), msg.topic)
 
     async def _after_commit(self, messages: list[Message], outcomes: list[Outcome]) -> None:
+        """Send the committed batch's dead letters and acks, then PUBACK its messages to
+        the broker, whatever failed before: a committed message left unacknowledged (the
+        device registry's lookup raising, say) held one of the broker's in-flight slots of
+        the gateway's session until a reconnect (Mosquitto: 20, then nothing more was sent
+        for any device), and came again at the next connect."""
         for m in messages:  # committed: first, so that nothing below can leave them held
             self._let_go(m.device_id, len(m.payload))
-        best: dict[str, int] = {}
-        for o in outcomes:
-            for p in o.deadletters:
-                self.count("edgewise_messages_deadlettered_total", reason=str(p.get("reason")))
-                self._send(self._topic(o.device_id, "deadletter"), json.dumps(p, default=str))
-            if o.ack_seq is not None:
-                best[o.device_id] = max(best.get(o.device_id, 0), o.ack_seq)
-        for device, w in best.items():
-            if self.known_device is not None and not self.known_device(device):
-                continue  # deleted meanwhile: a retained ack would outlive it (forget_device)
-            self._send(self._topic(device, "ack"), json.dumps({"seq": w}), retain=True)
-        for m in messages:  # PUBACK to the broker only now that the batch is committed
-            self._puback(m)
+        try:
+            best: dict[str, int] = {}
+            for o in outcomes:
+                for p in o.deadletters:
+                    self.count("edgewise_messages_deadlettered_total",
+                               reason=str(p.get("reason")))
+                    self._send(self._topic(o.device_id, "deadletter"),
+                               json.dumps(p, default=str))
+                if o.ack_seq is not None:
+                    best[o.device_id] = max(best.get(o.device_id, 0), o.ack_seq)
+            for device, w in best.items():
+                if self.known_device is not None and not self.known_device(device):
+                    continue  # deleted meanwhile: a retained ack would outlive it
+                self._send(self._topic(device, "ack"), json.dumps({"seq": w}), retain=True)
+        finally:
+            for m in messages:  # PUBACK to the broker only now that the batch is committed
+                self._puback(m)
 
     async def _commit_failed(self, messages: list[Message], exc: BaseException) -> None:
         """A message whose commit failed alone: try it again after the next of
@@ -1302,7 +1311,8 @@ class ExternalBroker:
         if loop is None or on_loop or loop.is_closed() or not loop.is_running():
             sent = self._send(topic, b"", retain=True)
             if on_loop and sent is not None:  # the loop must not block: it goes out anyway
-                return sent.is_published()
+                # (paho's is_published raises for one queued while the broker is away)
+                return _confirmed(sent)
         else:
             done: concurrent.futures.Future[mqtt.MQTTMessageInfo | None] = (
                 concurrent.futures.Future())
