@@ -183,8 +183,15 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     length = window_length(len(own[0]), window, device_id)
     ws, y = _labelled(own, device_id, by_device.get(device_id, []), length)
     if not (y >= 0).any():
+        n_own = len(by_device.get(device_id, []))
+        # a device with labels was told to "label some first": its labels fall outside its
+        # readings (older than what the store keeps) or only graze a window
+        had = (f"its {n_own} label(s) fall on none of its {len(y)} windows of {length} "
+               "readings (each label must cover half a window, or a window half of it, "
+               "within the readings); label windows of its readings"
+               if n_own else "label some first")
         raise InvalidParameterError(
-            f"Device {device_id!r} has no labelled window to fine-tune on; label some first "
+            f"Device {device_id!r} has no labelled window to fine-tune on; {had} "
             f"('edgewise label suggest --device {device_id}', then 'edgewise label import').",
             field="device", value=device_id)
     names = list(fleet) if fleet is not None else [

@@ -190,9 +190,15 @@ class CNNRegressor:
 
     def fit(self, seq: np.ndarray, side: np.ndarray, y: np.ndarray) -> CNNRegressor:
         """Train on windows ``seq``, side features ``side`` and targets ``y`` (on
-        ``n_threads`` torch threads; the process's count is restored after)."""
+        ``n_threads`` torch threads; the process's count, and its torch random state, are
+        restored after)."""
         validate_params(self._parameter_constraints, vars(self), self)
-        with _torch_threads(self.n_threads):
+        import torch
+
+        # the seed is set on torch's process-wide generator (weights, dropout): forked, so
+        # a fit does not leave the rest of the process on seed ``random_state`` (every
+        # later torch.rand drew the same numbers after each fit)
+        with _torch_threads(self.n_threads), torch.random.fork_rng(devices=[]):
             return self._fit(seq, side, y)
 
     def _fit(self, seq: np.ndarray, side: np.ndarray, y: np.ndarray) -> CNNRegressor:

@@ -174,7 +174,9 @@ class ConditionNormalizer:
                 continue
             self.mean_[c], sd = _mean_sd(part)
             self.scale_[c] = np.where(sd > 0, sd, 1.0)
-            distinct = np.maximum(distinct, [len(np.unique(col)) for col in part.T])
+            # NaN (missing) is no value: counted, 4 levels and a gap passed min_distinct 5
+            distinct = np.maximum(distinct, [len(np.unique(col[~np.isnan(col)]))
+                                             for col in part.T])
         #: the most distinct values each sensor shows in one regime (``keep_`` compares it)
         self.distinct_ = distinct
         self.keep_ = distinct >= self.min_distinct
@@ -213,6 +215,14 @@ class ConditionNormalizer:
                 "This ConditionNormalizer is not fitted yet; call fit(settings, sensors) first."
             )
         sensors = np.asarray(sensors, dtype=float)
+        n_sensors = self.mean_.shape[1]
+        if sensors.ndim != 2 or sensors.shape[1] != n_sensors:
+            # a (n, 1) array broadcast against every fitted sensor's mean: z-scores of the
+            # wrong sensor, returned without a word
+            raise InvalidParameterError(
+                f"ConditionNormalizer.transform needs sensors of shape (n_rows, {n_sensors}): "
+                f"the {n_sensors} sensor column(s) it was fitted on, in that order. Got "
+                f"shape {sensors.shape}.", field="sensors", value=sensors.shape)
         labels = self._labels(settings, len(sensors))
         z = (sensors - self.mean_[labels]) / self.scale_[labels]
         unknown = labels < 0

@@ -214,6 +214,9 @@ class ConformalBands:
                 f"None. Got {cap!r}.", field="cap", value=cap)
         self.pred_, self.k_, self.low_, self.high_ = self._bounds(pred, truth)
         self.cap_ = None if cap is None else float(cap)
+        # without a cap the lower bounds share the upper ones' neighbours (a refit must not
+        # keep those of an earlier fit with a cap: they index another calibration set)
+        self.pred_low_, self.k_low_ = self.pred_, self.k_
         if self.cap_ is not None:
             below = truth < self.cap_ - 1e-9 * max(1.0, abs(self.cap_))
             self.pred_low_, self.k_low_, self.low_, _ = self._bounds(pred[below], truth[below])
