@@ -50,11 +50,24 @@ def first_finite_column(X: np.ndarray, columns: Iterable[str] | None = None) -> 
     float vector, NaN where a row has no finite value (inf counts as missing). ``X`` and
     ``columns`` are checked as :func:`readings` checks them.
 
+    Where ``columns`` names a metric twice, a row reads as :func:`reading` makes it: the
+    metric's last finite value, in the place of its first (the score-then-learn loop's
+    reading; the first column's value, as taken before, made ``score_many`` differ).
+
     >>> first_finite_column(np.array([[np.nan, 2.0], [np.inf, np.nan], [3.0, 4.0]]))
     array([ 2., nan,  3.])
+    >>> first_finite_column(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, np.nan]]), ["a", "b", "a"])
+    array([3., 1.])
     """
-    a = readings_array(X, columns)
+    a, names = _checked(X, columns)
     a = np.where(np.isfinite(a), a, np.nan)
+    if a.ndim == 2 and names is not None and len(set(names)) < len(names):
+        for name in {n for n in names if names.count(n) > 1}:
+            idx = [j for j, n in enumerate(names) if n == name]
+            sub = a[:, idx]
+            seen = ~np.isnan(sub)
+            last = sub[np.arange(len(sub)), len(idx) - 1 - np.argmax(seen[:, ::-1], axis=1)]
+            a[:, idx] = np.where(seen, last[:, None], np.nan)
     if a.ndim == 2:
         if a.shape[1] == 0:
             a = np.full(len(a), np.nan)

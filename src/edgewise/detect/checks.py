@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from edgewise.detect.base import Detector
+from edgewise.detect.base import Detector, reading
 
 __all__ = ["all_detectors", "labelled_series", "roc_auc", "yield_detector_checks"]
 
@@ -92,14 +92,23 @@ def check_non_finite_values_are_missing(det: Detector) -> None:
 
 
 def check_score_many_equals_loop(det: Detector) -> None:
-    """``score_many`` returns exactly what the score-then-learn loop gives."""
+    """``score_many`` returns exactly what the score-then-learn loop gives, with missing
+    values (NaN, inf) among the readings and in two calls, the second going on from the
+    state the first left (one call on a fresh detector could not see state lost or
+    changed between calls)."""
     x, _ = labelled_series(600)
     X = np.c_[x, x[::-1]]
-    fast = det.clone().score_many(X, columns=["m0", "m1"])
+    X[np.arange(7, 600, 23), 0] = np.nan
+    X[np.arange(11, 600, 31), 1] = np.inf
+    X[np.arange(13, 600, 97)] = np.nan  # rows with no value at all
+    names = ["m0", "m1"]
+    fast_det = det.clone()
+    fast = np.r_[fast_det.score_many(X[:250], columns=names),
+                 fast_det.score_many(X[250:], columns=names)]
     loop = det.clone()
     slow = []
     for row in X:
-        r = {"m0": float(row[0]), "m1": float(row[1])}
+        r = reading(names, row)
         slow.append(loop.score_one(r))
         loop.learn_one(r)
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)

@@ -462,7 +462,10 @@ class DriftResidual(Detector):
         per row of ``Z``) gets each row's most explaining metric index."""
         if self.held_.dtype != np.int64:  # a pickle from a platform with 32-bit int
             self.held_ = self.held_.astype(np.int64)
-        st = np.array([self.energy_, self.level_])
+        # float64 whatever the parameters' type: two NumPy float32 (a float32 ``margin`` and
+        # ``smooth`` leave both so) made a float32 array, which cut the energy to float32
+        # at the end of each call, so split calls of score_many gave other scores
+        st = np.array([self.energy_, self.level_], dtype=float)
         p = np.array([self.alpha, self.gate, self.jump, self.patience, self.smooth, self.cap,
                       1.0 if self.levels == "per-metric" else 0.0])
         out = np.empty(len(Z))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from edgewise.detect.base import Detector
+from edgewise.errors import InvalidParameterError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["RiverDetector", "RiverHalfSpaceTrees"]
@@ -45,6 +46,15 @@ class RiverDetector(Detector):
     """
 
     def __init__(self, model: Any) -> None:
+        # checked here, not at the first reading: a class (``anomaly.HalfSpaceTrees``, not
+        # ``anomaly.HalfSpaceTrees()``), a name or None failed later with an AttributeError
+        # or a "missing argument" TypeError from deep in the stream
+        if isinstance(model, type) or not all(
+                callable(getattr(model, m, None)) for m in ("score_one", "learn_one")):
+            raise InvalidParameterError(
+                f"The 'model' parameter of {type(self).__name__} must be a River anomaly "
+                f"detector instance, with score_one and learn_one (anomaly.HalfSpaceTrees(), "
+                f"not the class). Got {model!r} instead.")
         self.model = model
 
     def learn_one(self, x: Mapping[str, float]) -> None:
@@ -159,7 +169,8 @@ class RiverHalfSpaceTrees(RiverDetector):
     where that is higher, 40 % of the way from the 99th percentile of the ``u`` of the last
     1000 readings learned to 1 (each counted at most at the anchor then in force, so a few
     anomalies do not raise it; updated every 10 readings). 0.9 thus means "sparser than
-    about every usual reading of this stream" (0.1 % of Gaussian rows; 0 of uniform ones),
+    about every usual reading of this stream" (0.2-0.5 % of the rows of Gaussian noise
+    after the first window, one to three columns, 1000 to 10 000 rows; 0 of uniform ones),
     and readings keep their order within a stretch. The constants were set on synthetic
     Gaussian, AR(1) and sine noise with planted 6-sd spikes and 4-sd level shifts, not on
     any benchmark.
@@ -204,7 +215,9 @@ class RiverHalfSpaceTrees(RiverDetector):
         "n_trees": Interval(int, 1, None),
         "height": Interval(int, 1, None),
         "window_size": Interval(int, 1, None),
-        "seed": [int, None],
+        # any integral seed (np.int64 too), handed to River as an int: its random.Random
+        # takes no NumPy integer
+        "seed": [Interval(int, None, None), None],
     }
 
     def __init__(
@@ -217,7 +230,8 @@ class RiverHalfSpaceTrees(RiverDetector):
         super().__init__(
             preprocessing.MinMaxScaler()
             | anomaly.HalfSpaceTrees(
-                n_trees=n_trees, height=height, window_size=window_size, seed=seed
+                n_trees=n_trees, height=height, window_size=window_size,
+                seed=None if seed is None else int(seed),
             )
         )
         self.n_ = 0  # readings learned

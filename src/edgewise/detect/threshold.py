@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.params import Interval, validate_params
 
@@ -54,6 +56,8 @@ class Threshold(Detector):
     def __init__(
         self, detector: Detector, threshold: float = DEFAULT_THRESHOLD, protect: bool = True
     ) -> None:
+        if isinstance(protect, np.bool_):  # a flag read from an array: NumPy's bool is one
+            protect = bool(protect)
         validate_params(
             self._constraints,
             {"detector": detector, "threshold": threshold, "protect": protect},

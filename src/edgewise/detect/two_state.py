@@ -137,17 +137,20 @@ class TwoState(Detector):
         return sum(self.n_runs_) > 0 or sorted(self.states_) == [0.0, 1.0]
 
     def _tail(self, idx: int, new_run: int, entries: int) -> float:
+        # the parameters as Python floats: NumPy float32 ones (read from an array) made the
+        # arithmetic, the entry rate and the score float32 (np.float32 * float is float32)
+        alpha, sd_min, rate_alpha = float(self.alpha), float(self.sd_min), float(self.rate_alpha)
         p = 1.0
         n = self.n_runs_[idx]
         if n > 1:
             # Student t predictive tail: a handful of runs pins a spread poorly (7 random
             # door gaps gave a deviation of 0.46 in log length where the truth is ~1.3)
-            n_eff = min(n, (2.0 - self.alpha) / self.alpha)
-            sd = max(math.sqrt(self.var_[idx] * n_eff / (n_eff - 1.0)), self.sd_min)
+            n_eff = min(n, (2.0 - alpha) / alpha)
+            sd = max(math.sqrt(self.var_[idx] * n_eff / (n_eff - 1.0)), sd_min)
             t = (math.log(new_run) - self.mu_[idx]) / (sd * math.sqrt(1.0 + 1.0 / n_eff))
             if t > 0:
                 p = float(stdtr(n_eff - 1.0, -t))
-        n_eff = min(float(self.n_), 1.0 / self.rate_alpha)
+        n_eff = min(float(self.n_), 1.0 / rate_alpha)
         if entries > self.rate_ * self.rate_window:
             p = min(p, _count_tail(entries, self.rate_ * n_eff, n_eff, self.rate_window))
         return p
@@ -166,7 +169,7 @@ class TwoState(Detector):
         p = self._tail(idx, new_run, entries)
         if p >= 1.0:
             return 0.0
-        return min(max(-math.log10(max(p, 1e-300)) / self.tail_digits, 0.0), 1.0)
+        return min(max(-math.log10(max(p, 1e-300)) / float(self.tail_digits), 0.0), 1.0)
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         v = first_finite(x)
@@ -192,7 +195,7 @@ class TwoState(Detector):
         self.in_window_ += entered - int(self.ring_[slot])
         self.ring_[slot] = entered
         self.n_ += 1
-        a = max(self.rate_alpha, 1.0 / self.n_)
+        a = max(float(self.rate_alpha), 1.0 / self.n_)
         self.rate_ += a * (entered - self.rate_)
 
     def _finish_run(self, idx: int, length: int) -> None:

@@ -27,11 +27,16 @@ _F32_LIMIT = 2.0**128 - 2.0**103
 
 
 def _update_py(n, mean, var, v, alpha):  # type: ignore[no-untyped-def]
-    """``(n, mean, var)`` after learning the reading ``v`` (unchanged if it would overflow)."""
+    """``(n, mean, var)`` after learning the reading ``v`` (unchanged if it would overflow).
+
+    ``alpha`` is taken as a Python float: a NumPy ``float32`` one (a parameter read from a
+    float32 array) turned the state into float32, zeroing small readings and giving NaN
+    scores (``0 / 1e-300`` in float32), and the loop then disagreed with ``score_many``.
+    """
     n1 = n + 1
     if n1 == 1:
         return n1, v, var
-    a = max(alpha, 1.0 / n1)
+    a = max(float(alpha), 1.0 / n1)
     d = v - mean
     m1 = mean + a * d
     v1 = (1 - a) * (var + a * d * d)
@@ -119,7 +124,8 @@ class EWZScore(Detector):
             return 0.0
         sd = math.sqrt(self.var_) + 1e-9 * abs(self.mean_) + _SD_MIN
         z = abs(v - self.mean_) / sd
-        return 0.0 if z <= self.z0 else 1.0 - math.exp(-(z - self.z0))
+        z0 = float(self.z0)  # as score_many reads it: float32 arithmetic would differ
+        return 0.0 if z <= z0 else 1.0 - math.exp(-(z - z0))
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first non-NaN column); compiled loop."""
