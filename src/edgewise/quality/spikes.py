@@ -89,7 +89,7 @@ import warnings
 import numpy as np
 
 from edgewise.errors import QualityError
-from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE
+from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE, level_bands
 
 __all__ = ["BIG_UNIT", "BIG_VALUE", "EDGE_CLEAR", "JITTER_GAP", "MAD_SCALE", "RESOLUTION_SEEN",
            "RESOLUTION_SHARE", "despike", "hampel_mask", "levels", "resolution", "usual_step"]
@@ -451,11 +451,46 @@ def _end_medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarra
 def _judge(
     v: np.ndarray, half_window: int, n_sigmas: float, min_scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The spikes of ``v`` (at least 3 values) and the median each is judged against."""
+    """The spikes of ``v`` (at least 3 values) and the median each is judged against. In
+    a series of two noisy levels (:func:`~edgewise.quality.states.level_bands`: a pump
+    at 0 and 7.5 +- 0.05 A) a reading at a level is no spike, as one at an exact level
+    is none (a window that spans a switch spreads over the gap: 57 of 60 on-readings of
+    such a pump were spikes), and one further from both levels than the gap between them
+    and the tolerance, and than ``n_sigmas`` steps the sensor moves in (:func:`usual_step`:
+    a CPU read in steps of 0.067 % that idles and busies at two of them), is one (a 30 A
+    reading: in a window that spans a switch it stood out from none); else it is judged
+    as any."""
     med, scale = _medians(v, half_window)
     mask, floor = _candidates(v, med, scale, n_sigmas, min_scale, half_window)
+    bands = level_bands(v)
+    far = at = None
+    if bands is not None:
+        lo, hi, tol = bands
+        with np.errstate(invalid="ignore"):
+            nearest = np.where(np.abs(v - lo) <= np.abs(v - hi), lo, hi)
+            off = np.abs(v - nearest)
+            at, far = off <= tol, off > (hi - lo) + tol
+        if far.any():  # and beyond the steps it moves in (a CPU's 0.067 %: a ladder)
+            out = (mask & ~at & ~levels(v)) | far  # the outliers, as _judge_rest's
+            far &= off > n_sigmas * _usual(*_recurring_steps(v, out, "hampel"))
+        mask |= far  # an outlier: its steps show no resolution
+    mask, med = _judge_rest(v, mask, med, scale, floor, half_window, n_sigmas, at)
+    if far is not None:
+        mask |= far
+        med = np.where(far, nearest, med)
+    return mask, med
+
+
+def _judge_rest(v: np.ndarray, mask: np.ndarray, med: np.ndarray, scale: np.ndarray,
+                floor: np.ndarray, half_window: int, n_sigmas: float,
+                at_band: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_judge` past the candidates ``mask``: less the readings at a level (an exact
+    one, or ``at_band``: at one of two noisy levels), by the resolution, and at the
+    ends."""
     with np.errstate(all="ignore"):
         level = levels(v) if mask.any() else np.zeros(len(v), dtype=bool)
+        if at_band is not None:
+            level |= at_band
         mask &= ~level
         if mask.any():  # the resolution only raises the floor
             floor = np.maximum(floor, _usual(*_recurring_steps(v, mask, "hampel")))

@@ -40,7 +40,13 @@ values, or two levels such as a heater's 0 and 1500 W whose rarer one has come
 :data:`~edgewise.quality.states.MIN_STATE_SHARE` of the readings, with two switches) from
 the reading on which that rule holds on the readings judged so far; its switches are then
 no spikes. The first pulses of a heater, before the rule can hold, are judged as a
-measurement's. A series that has shown between two and
+measurement's. So is a series of two noisy levels (a pump at 0 and 7.5 +- 0.05 A,
+:func:`~edgewise.quality.states.level_bands`, as the batch report's spike test takes it)
+until those levels show in its last :data:`BAND_HISTORY` readings judged (each of them,
+where all its readings there are one value, a level of the whole stream as below): then
+a reading at a level is no spike, one further from both than the gap between them (and
+than ``n_sigmas`` steps the series moves in) is one (a 30 A reading), and one between is
+judged as any. A series that has shown between two and
 :data:`~edgewise.quality.stuck.FEW_LEVELS` distinct values (a setpoint, a mode, a
 two-level signal) holds its values by nature and is never stuck
 (:func:`~edgewise.quality.stuck.stuck_runs`); the distinct values are tracked up to one
@@ -168,6 +174,7 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
+from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -185,7 +192,7 @@ from edgewise.quality.spikes import (
     RESOLUTION_SEEN,
     RESOLUTION_SHARE,
 )
-from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE, two_levels
+from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE, level_bands, two_levels
 from edgewise.quality.stuck import FEW_LEVELS, REST_SHARE
 from edgewise.quality.units import PHYSICAL_RANGE
 from edgewise.telemetry import Reading
@@ -253,6 +260,15 @@ HOLD_BINS_PER_OCTAVE = 8
 #: memory of a stream whose holds spread over many octaves (32 bins: 4 octaves unmerged).
 MAX_HOLD_BINS = 32
 
+#: Judged readings a stream keeps, the last ones, to tell a series of two noisy levels
+#: (:func:`~edgewise.quality.states.level_bands`: a pump at 0 and 7.5 +- 0.05 A) by; its
+#: readings are judged against the nearest level, and only one at neither is a spike.
+BAND_HISTORY = 64
+#: Judged readings after which a stream that has two noisy levels works them out anew
+#: (also at each reading off them; one that has none, at each outlier of its window, or
+#: reading beyond the window by the window's span).
+BAND_EVERY = 32
+
 #: The layout of :meth:`StreamCleaner.export_state`; bumped when :class:`_State` changes,
 #: so a gateway restarted from an older layout starts its streams afresh instead.
 STATE_VERSION = 1
@@ -263,6 +279,10 @@ STATE_VERSION = 1
 #: spike.
 _IN, _OUT, _SPIKE, _SHIFT = 0, 1, 2, 3
 _OUTLIERS = (_OUT, _SPIKE)
+
+#: Where a reading lies against a series' two noisy levels (:meth:`_State.band`): at one,
+#: between them and the far limit (judged as any), or beyond it (a spike).
+_AT, _BETWEEN, _FAR = 0, 1, 2
 
 #: How a change between kept values counts towards the resolution: not at all, by
 #: itself, or as a change into or out of one spike that lies above or below its
@@ -385,6 +405,71 @@ class _State:
     # the unit of the noise bins' totals: 1.0, or BIG_UNIT once one would overflow (a
     # plain default: a state saved before it has them in plain units)
     noise_unit: float = 1.0
+    # the last BAND_HISTORY judged values (a ring of doubles), and the two noisy levels
+    # and their tolerance worked out on them (None: none), at the ``judged`` count they
+    # were worked out at.
+    # Plain defaults: a state saved before these fields loads with none, and learns them.
+    recent: array | None = None
+    recent_at: int = 0  # the oldest of them once there are BAND_HISTORY (a ring)
+    bands: tuple[float, float, float] | None = None
+    bands_at: int = -1
+    # the time and value of the last spike dropped (drop_spikes; None: none): a reading
+    # at that time is its duplicate or conflict. Plain defaults, as above.
+    spike_ts: int | None = None
+    spike_value: float = 0.0
+
+    def band(self, value: float, outlier: bool, n_sigmas: float = 5.0) -> int | None:
+        """Where ``value`` (judged, and tracked) lies against the series' two noisy levels
+        (:func:`~edgewise.quality.states.level_bands` on the last :data:`BAND_HISTORY`
+        judged values): :data:`_AT` one of them, :data:`_FAR` further from both than the
+        gap between them and the tolerance, and than ``n_sigmas`` steps the series moves in
+        (:meth:`usual_step`), a spike; :data:`_BETWEEN` (judged as any);
+        None where the series has none. Worked out anew every :data:`BAND_EVERY`
+        readings and at a value off the levels it had, and, while it had none, at an
+        ``outlier`` only (of the spike window, or beyond it by its span: a measurement
+        pays for no look at its levels at every reading).
+
+        >>> st = _State(0, 0.0)
+        >>> for i in range(40):
+        ...     st.track(7.5 + 0.01 * (i % 5) if i // 4 % 2 else 0.0)
+        >>> st.band(7.52, False), st.band(7.52, True) == _AT   # no outlier: not looked at
+        (None, True)
+        >>> [st.band(v, False) == k for v, k in [(30.0, _FAR), (4.0, _BETWEEN), (0.0, _AT)]]
+        [True, True, True]
+        """
+        b = self.bands
+        if b is not None:
+            lo, hi, tol = b
+            if ((abs(value - lo) <= tol or abs(value - hi) <= tol)
+                    and self.judged - self.bands_at < BAND_EVERY):
+                return _AT
+        elif not outlier:
+            return None
+        if self.bands_at != self.judged and self.recent is not None:
+            at = self.recent_at
+            b = level_bands(self.recent[at:] + self.recent[:at])  # oldest first
+            if b is not None and not (self._exact_ok(b[0], b[2]) and self._exact_ok(b[1], b[2])):
+                b = None
+            self.bands, self.bands_at = b, self.judged
+        if b is None:
+            return None
+        lo, hi, tol = b
+        off = min(abs(value - lo), abs(value - hi))
+        if off <= tol:
+            return _AT
+        if off <= hi - lo + tol:
+            return _BETWEEN
+        res = self.step  # beyond n_sigmas steps it moves in too (a CPU's ladder of steps)
+        return _BETWEEN if 0.0 < res < math.inf and off <= n_sigmas * self.usual_step(
+            res) else _FAR
+
+    def _exact_ok(self, level: float, tol: float) -> bool:
+        """Whether ``level``, one of two worked out on the last values, is one: where its
+        last readings are all that one value, it must be a level of the whole stream as
+        :meth:`is_level` takes it (the batch report takes both on the whole series): a
+        huge value read in 5 % of the last readings and 4 % of all is a spike there."""
+        near = [x for x in self.recent or () if abs(x - level) <= tol]
+        return any(x != level for x in near) or self.is_level(level)
 
     def shifted(self, value: float, side: int, med: float, limit: float) -> bool:
         """Count ``value``, an outlier on ``side`` (+1 above, -1 below) of the window's
@@ -524,6 +609,15 @@ class _State:
             self.switches += 1
         self.prev = value
         self.judged += 1
+        recent = self.recent
+        if recent is None:
+            recent = self.recent = array("d")
+        if len(recent) < BAND_HISTORY:
+            recent.append(value)
+        else:  # a ring of doubles: 512 bytes a stream
+            at = self.recent_at
+            recent[at] = value
+            self.recent_at = at + 1 if at + 1 < BAND_HISTORY else 0
         freq = self.freq
         if freq is None:
             freq = self.freq = {}
@@ -1183,6 +1277,11 @@ class StreamCleaner:
             st.shift_n = 0
             st.slope = 0.0
             return _IN  # a two-state series' switch is no spike
+        at = st.band(value, False, self.n_sigmas)
+        if at == _AT or at == _FAR:  # two noisy levels: a switch is no spike, a far one is
+            st.shift_n = 0
+            st.slope = 0.0
+            return _IN if at == _AT else _SPIKE
         w = list(win)
         # readings near the largest float are judged in BIG_UNIT: exact, and finite
         noise = st.noise
@@ -1196,6 +1295,15 @@ class StreamCleaner:
             st.in_unit(unit)
         h, odd = n >> 1, n & 1
         srt = sorted(w)
+        span = srt[-1] - srt[0]
+        if st.bands is None and (value > srt[-1] + span or value < srt[0] - span):
+            # beyond the window by its span: where the window spans a switch, a reading
+            # far off two noisy levels stands out from no median; look at the levels
+            at = st.band(value / unit, True, self.n_sigmas)
+            if at == _AT or at == _FAR:
+                st.shift_n = 0
+                st.slope = 0.0
+                return _IN if at == _AT else _SPIKE
         centre = med = srt[h] if odd else _mid(srt[h - 1], srt[h])
         srt = sorted([x - med if x > med else med - x for x in w])
         scale = MAD_SCALE * (srt[h] if odd else (srt[h - 1] + srt[h]) / 2)
@@ -1247,6 +1355,10 @@ class StreamCleaner:
         if not (out and dev > limit):
             st.held(value, limit)
             return _OUT if out else _IN
+        at = st.band(value, True, self.n_sigmas)
+        if at == _AT or at == _FAR:  # a switch between two noisy levels, or far off both
+            st.shift_n = 0
+            return _IN if at == _AT else _SPIKE
         return _SHIFT if st.shifted(value, 1 if value > centre else -1, centre, limit) else _SPIKE
 
     def _outlasts(self, st: _State, hold: float | None) -> bool:
@@ -1279,6 +1391,12 @@ class StreamCleaner:
             return None
         st = self._state.get(key)
         if st is not None:
+            if reading.ts_ns == st.spike_ts:
+                # the time of the last spike dropped (drop_spikes): it holds that time, as
+                # a flagged one does (a re-sent spike counted a spike again, and its third
+                # delivery made it a level, kept)
+                self._remove(key, "duplicate" if value == st.spike_value else "conflict")
+                return None
             if reading.ts_ns < st.last_ts:
                 # a late re-delivery of a time the window holds is that time's duplicate
                 # or conflict, as the batch report counts it; a new time is out of order
@@ -1312,6 +1430,7 @@ class StreamCleaner:
             if spike:
                 if self.drop_spikes:
                     self._remove(key, "spike")
+                    st.spike_ts, st.spike_value = ts, value
                     return None
                 self.flagged["spike"] += 1
             gap = ts - st.last_ts
