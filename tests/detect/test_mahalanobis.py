@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgewise.detect import DEFAULT_THRESHOLD, Mahalanobis
+from edgewise.detect.mahalanobis import GUARD_RUN, GUARD_SD
 
 
 def readings(n: int = 1500, seed: int = 0) -> np.ndarray:
@@ -133,10 +134,11 @@ def test_the_compiled_shares_equal_explain_one():
     n = len(X) - 1
     t2, dof, least, share = np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n)
     best = np.full(n, -1, dtype=np.int64)
-    p = np.array([fast.alpha, fast.shrinkage, fast.warmup, fast._warm_count()])
+    p = np.array([fast.alpha, fast.shrinkage, fast.warmup, fast._warm_count(), GUARD_SD,
+                  GUARD_RUN])
     done = replay(X[1:], np.arange(3), np.isfinite(X[1:]).any(axis=1), fast.mean_.copy(),
-                   fast.cov_.copy(), fast.counts_.copy(), np.array([1.0]), p, t2, dof, least,
-                   best, share)
+                   fast.cov_.copy(), fast.counts_.copy(), fast.refused_.copy(), np.array([1.0]),
+                   p, t2, dof, least, best, share)
     assert done == n
     named = 0
     for r, row in enumerate(X[1:]):

@@ -20,16 +20,19 @@ MAX_TRACE = 1e4
 
 
 @nb.njit(cache=True)
-def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, share):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+def replay(X, cols, any_finite, mean, cov, counts, refused, st, p, t2, dof, least, best, share):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """:meth:`Mahalanobis.score_explain_many`'s rows in order: row ``r`` of ``X`` holds the
     detector's metric ``m`` in column ``cols[m]`` (-1: not in ``X``, missing), and
     ``any_finite[r]`` says whether the row (columns of no metric too) holds a finite value;
-    ``p`` is ``(alpha, shrinkage, warmup, warm_count)``, a metric scored from ``warm_count``
-    readings of its own (:func:`~edgewise.detect.mahalanobis.warm_count`).
+    ``p`` is ``(alpha, shrinkage, warmup, warm_count, guard_sd, guard_run)``, a metric scored
+    from ``warm_count`` readings of its own (:func:`~edgewise.detect.mahalanobis.warm_count`),
+    a row not learned where a warm metric lies over ``guard_sd`` deviations off, up to
+    ``guard_run`` rows of it in a row (:data:`~edgewise.detect.mahalanobis.GUARD_SD`).
     Writes ``t2`` (NaN: not scored), ``dof``, ``least`` (the fewest readings of a metric
     scored, before this row's), ``best`` (the index of the metric with the
     largest share, -1 for none) and ``share`` (that share), and learns each row into
-    ``mean``, ``cov``, ``counts`` and ``st[0]`` (readings learned) as ``learn_one`` does.
+    ``mean``, ``cov``, ``counts``, ``refused`` (each metric's readings in a row left out by
+    the guard) and ``st[0]`` (readings learned) as ``learn_one`` does.
     Returns the number of rows done: fewer where a row needs the loop (a deviation that
     overflows, a correlation that is not positive definite or near singular, an update
     that overflows: ``learn_one`` leaves it out or starts a metric again). Where the
@@ -37,6 +40,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
     deviation scaled down by a power of two, as :meth:`Mahalanobis.explain_one` takes them;
     T² stays that of the reading (infinite: score 1)."""
     alpha, shrinkage, warmup, warm_at = p[0], p[1], p[2], p[3]  # warm_at: warm_count
+    guard_sd, guard_run = p[4], p[5]
     k = len(mean)
     c = np.empty((k, k))
     low = np.empty((k, k))
@@ -53,6 +57,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
     new_cov = np.empty((k, k))
     z = np.empty(k)
     on = np.empty(k, dtype=np.bool_)  # the metrics the row is scored on: read and warm
+    held = np.empty(k, dtype=np.bool_)  # read, far beyond its deviation: row not learned
     for r in range(len(X)):
         for m in range(k):
             z[m] = X[r, cols[m]] if cols[m] >= 0 else np.nan
@@ -182,6 +187,17 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
                     if part > s_best:
                         j_best, s_best = j, part
                 best[r], share[r] = j_best, s_best
+        # learn_one's guard: a warm metric far beyond its deviation holds the reading back
+        n_held = 0
+        for j in range(k):
+            held[j] = (np.isfinite(z[j]) and cov[j, j] > 0.0 and counts[j] >= warm_at
+                       and refused[j] < guard_run
+                       and abs(z[j] - mean[j]) > guard_sd * math.sqrt(cov[j, j]))
+            n_held += held[j]
+        if n_held:  # not learned
+            for j in range(k):
+                refused[j] += 1.0 if held[j] else 0.0
+            continue
         # learn_one: only what was read, each metric with its own weight
         same = True
         every = True
@@ -223,6 +239,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, 
         for j in range(k):
             if np.isfinite(z[j]):
                 counts[j] += 1.0
+                refused[j] = 0.0
             mean[j] = new_mean[j]
         cov[:, :] = new_cov
         st[0] += 1.0
