@@ -235,7 +235,8 @@ def check_store_stored_seqs_many(factory: StoreFactory) -> None:
 
 
 def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
-    """query() honours [start, end), the metric filter, sort order and step averaging."""
+    """query() honours [start, end), the metric filter, sort order, limit and step
+    averaging; count_metric() and times_before() read the same readings."""
     store = factory()
     try:
         batch = _readings("pump-1", 10, metrics=("b", "a"))
@@ -247,6 +248,16 @@ def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
         assert rows == [("b", T0 + i * S, float(i)) for i in (2, 3, 4)], rows
         assert store.query("pump-1", "b", start_ns=T0 + 10 * S) == []
         assert store.query("pump-1", "nope") == [] and store.query("nobody") == []
+        # limit: the first rows in that order, no more (a request must not load millions)
+        every = store.query("pump-1")
+        for n in (0, 1, 3, 11, 25):
+            assert store.query("pump-1", limit=n) == every[:n], (n, store.query("pump-1", limit=n))
+        assert store.query("pump-1", "b", start_ns=T0 + 2 * S, limit=2) == [
+            ("b", T0 + 2 * S, 2.0), ("b", T0 + 3 * S, 3.0)]
+        assert store.count_metric("pump-1", "b", T0 + 2 * S, T0 + 5 * S) == 3
+        assert store.count_metric("pump-1", "b") == 10 and store.count_metric("nobody", "b") == 0
+        assert store.times_before("pump-1", "a", T0 + 5 * S, limit=2) == [T0 + 3 * S, T0 + 4 * S]
+        assert store.times_before("pump-1", "a", T0) == []
         # 'a' holds i + 0.1 at T0 + i s; 4 s buckets starting at multiples of 4 s
         step = 4 * S
         rows = store.query("pump-1", "a", step_ns=step)
@@ -379,7 +390,8 @@ def check_store_out_of_order_in_time_order(factory: StoreFactory) -> None:
 
 
 def check_store_delete_device(factory: StoreFactory) -> None:
-    """delete_device removes readings, seqs, conflicts and alerts of that device only."""
+    """delete_device removes readings, seqs, conflicts and alerts of that device only (its
+    id matched whole: "pump-1" is not a prefix of "pump-10", "pump_1" no LIKE pattern)."""
     store = factory()
     try:
         a, b = _readings("pump-a", 5), _readings("pump-b", 5)
@@ -406,12 +418,27 @@ def check_store_delete_device(factory: StoreFactory) -> None:
         # a deleted device can start again from seq 1
         r = store.append(_readings("pump-a", 2), {"pump-a": [1, 2]})
         assert r.stored == 4 and r.watermarks == {"pump-a": 2}, r
+        # an id is matched whole and as it is: not as a prefix ("pump-1" of "pump-10"), nor
+        # as a LIKE pattern ("pump_1" and "pump%" of "pump-1")
+        near = ["pump-1", "pump-10", "pump_1", "pump%"]
+        store.append([Reading(d, "temp_c", T0, 1.0, seq=1) for d in near], {d: [1] for d in near})
+        for d in near:
+            store.add_alert(Alert(d, T0, T0 + S, 0.9))
+        for gone, kept in (("pump_1", ("pump-1", "pump-10")), ("pump%", ("pump-1", "pump-10")),
+                           ("pump-1", ("pump-10",))):
+            assert store.delete_device(gone) > 0, gone
+            for d in kept:
+                assert len(store.query(d)) == 1 and store.seq_watermark(d) == 1, (
+                    f"delete_device({gone!r}) took rows of device {d!r}")
+                assert [a.device_id for a in store.list_alerts(device_id=d)] == [d], (
+                    f"delete_device({gone!r}) took the alert of device {d!r}")
     finally:
         store.close()
 
 
 def check_store_retention(factory: StoreFactory) -> None:
-    """delete_before drops readings older than the cut, for one device or all."""
+    """delete_before drops readings older than the cut, for one device (its id matched
+    whole, never as a prefix or pattern) or all, and records the cut (trimmed_before)."""
     store = factory()
     try:
         store.append(_readings("pump-a", 10) + _readings("pump-b", 10), {"pump-a": range(1, 11)})
@@ -430,6 +457,20 @@ def check_store_retention(factory: StoreFactory) -> None:
         assert store.delete_before(T0 + 100 * S, device_id="pump-a") == 10
         assert [d.device_id for d in store.devices()] == ["pump-b"], store.devices()
         assert store.count_readings() == 10
+        # the cut is recorded for the devices it took readings of, and only those
+        assert store.trimmed_before("pump-a") == T0 + 100 * S, store.trimmed_before("pump-a")
+        assert store.trimmed_before("pump-b") == T0 + 5 * S, store.trimmed_before("pump-b")
+        assert store.trimmed_before("nobody") is None
+        # one device's retention matches its id whole and as it is: not as a prefix
+        # ("pump-1" of "pump-10"), nor as a LIKE pattern ("pump_1" of "pump-1")
+        near = ["pump-1", "pump-10", "pump_1"]
+        store.append([r for d in near for r in _readings(d, 4)])
+        for gone in ("pump_1", "pump-1"):
+            n = store.delete_before(T0 + 2 * S, device_id=gone)
+            assert n == 4, (f"delete_before(device_id={gone!r}) deleted {n} readings, not "
+                            "its own 4: the retention of one device took another's")
+        assert len(store.query("pump-10")) == 8, "retention of one device took another's"
+        assert store.trimmed_before("pump-10") is None, store.trimmed_before("pump-10")
     finally:
         store.close()
 
@@ -722,7 +763,7 @@ def check_store_watermark_over_many_messages(factory: StoreFactory) -> None:
 
 
 def check_store_devices_summary(factory: StoreFactory) -> None:
-    """devices() gives per-device count, first/last time and metrics."""
+    """devices() gives per-device count, first/last time and metrics; device() one entry."""
     store = factory()
     try:
         assert store.devices() == []
@@ -732,6 +773,9 @@ def check_store_devices_summary(factory: StoreFactory) -> None:
         b = ds[1]
         assert (b.readings, b.first_ns, b.last_ns, sorted(b.metrics)) == (
             8, T0, T0 + 3 * S, ["a", "z"]), b
+        # one device's summary is its entry in devices(); None for a device with none
+        assert [store.device(d.device_id) for d in ds] == ds, [store.device("pump-a"), ds]
+        assert store.device("nobody") is None and store.device("pump") is None
         assert store.count_readings() == 12
     finally:
         store.close()

@@ -316,10 +316,19 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
 
     >>> normalise_seqs({"d": [3, 1, 1]})
     {'d': {1, 3}}
-    """
+    >>> normalise_seqs({"d": 5})
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Cannot store the seqs of device 'd': they must be an iterable of ints (a set, a list). Got 5 instead.
+    """  # noqa: E501
     out: dict[str, set[int]] = {}
     if not seqs:
         return out
+    if not isinstance(seqs, Mapping):  # a list of pairs was a raw AttributeError
+        shown = repr(seqs)
+        shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
+        raise StoreError("Cannot store seqs: seqs must be a mapping of device id to its "
+                         f"seqs ({{'pump-1': [1, 2]}}). Got {shown} instead.")
     for device_id, values in seqs.items():
         if not isinstance(device_id, str) or not device_id:
             raise StoreError(f"Cannot store seqs: device id must be a non-empty str. "
@@ -327,6 +336,10 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
         bad = _name_problem("device id", device_id)
         if bad:
             raise StoreError(f"Cannot store seqs: {bad}")
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            # one seq given bare (5, None) was a raw TypeError, "not iterable"
+            raise StoreError(f"Cannot store the seqs of device {device_id!r}: they must be "
+                             f"an iterable of ints (a set, a list). Got {values!r} instead.")
         got: set[int] = set()
         for s in values:
             q = _as_int(s)

@@ -170,6 +170,16 @@ def check_limit(limit: Any, what: str = "limit") -> int | None:
     return n
 
 
+def limit_sql(n: int | None) -> str:
+    """The SQL ``LIMIT`` clause of a :func:`check_limit`-checked ``n``, with its leading
+    space: none for ``None`` (no limit; "LIMIT None" was a column-not-found error).
+
+    >>> limit_sql(5), limit_sql(None)
+    (' LIMIT 5', '')
+    """
+    return "" if n is None else f" LIMIT {int(n)}"
+
+
 #: The latest int64 nanosecond time; a retention cut past it takes every reading.
 _INT64_MAX = 2**63 - 1
 
@@ -408,6 +418,10 @@ def _alert_where(
     return "WHERE " + " AND ".join(parts), params
 
 
+#: An alert's times (BIGINT columns): :func:`check_alert_numbers` refuses one past int64,
+#: which DuckDB's update failed on with a raw ConversionException (no StoreError) and both
+#: backends refused without naming the field ("bigint out of range").
+_ALERT_TIMES = ("start_ns", "end_ns", "created_ns")
 #: An alert's text columns that a caller writes (id, status, label are checked apart).
 _ALERT_TEXT = ("device_id", "kind", "message", "acked_by", "labelled_by", "note",
                "merged_into")
@@ -451,7 +465,8 @@ def check_alert_numbers(fields: Mapping[str, Any], what: str) -> None:
     """Raise :class:`StoreError` for an alert's ``score`` or a value of its ``drivers``
     (where ``fields`` holds them) that is not a finite number: both backends stored NaN
     and infinity, which JSON cannot carry (the API answered ``null``, a webhook body held
-    ``NaN``), as the readings refuse them.
+    ``NaN``), as the readings refuse them; and for a time (``start_ns``, ``end_ns``,
+    ``created_ns``) past int64, naming it.
 
     >>> check_alert_numbers({"score": float("nan")}, "Storing alert for device 'd'")
     Traceback (most recent call last):
@@ -461,6 +476,10 @@ def check_alert_numbers(fields: Mapping[str, Any], what: str) -> None:
     Traceback (most recent call last):
     ...
     edgewise.errors.StoreError: Changing an alert: drivers['t'] must be a finite number (a metric's share of the score). Got inf instead.
+    >>> check_alert_numbers({"end_ns": 2**63}, "Changing an alert")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Changing an alert: end_ns must be an int64 of nanoseconds (in [-2**63, 2**63 - 1]). Got 9223372036854775808 instead.
     """  # noqa: E501
     if "score" in fields and not _finite_number(fields["score"]):
         raise StoreError(f"{what}: score must be a finite number (such as a detector's, 0 to 1). "
@@ -471,6 +490,12 @@ def check_alert_numbers(fields: Mapping[str, Any], what: str) -> None:
             if not _finite_number(value):
                 raise StoreError(f"{what}: drivers[{name!r}] must be a finite number (a "
                                  f"metric's share of the score). Got {value!r} instead.")
+    for name in _ALERT_TIMES:
+        value = fields.get(name)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not (
+                _finite_number(value) and -(2**63) <= int(value) <= _INT64_MAX):
+            raise StoreError(f"{what}: {name} must be an int64 of nanoseconds (in [-2**63, "
+                             f"2**63 - 1]). Got {value!r} instead.")
 
 
 def duplicate_alert_error(alert: Alert, where: str) -> StoreError:
@@ -536,8 +561,8 @@ def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, li
     sql = (
         "SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
         f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC, "
-        'device_id COLLATE "C", metric COLLATE "C", new_value LIMIT '
-        f"{n}"
+        'device_id COLLATE "C", metric COLLATE "C", new_value'
+        f"{limit_sql(n)}"
     )
     return sql, params
 
@@ -628,7 +653,8 @@ def insert_alert(alert: Alert, ph: str, *, raised: bool = False) -> tuple[str, l
     _check_alert_fields(alert.status, alert.label)
     what = f"Storing alert for device {alert.device_id!r}"
     check_alert_text({n: getattr(alert, n) for n in ("id", *_ALERT_TEXT)}, what)
-    check_alert_numbers({"score": alert.score, "drivers": alert.drivers}, what)
+    check_alert_numbers({"score": alert.score, "drivers": alert.drivers,
+                         **{n: getattr(alert, n) for n in _ALERT_TIMES}}, what)
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
     row = _alert_row(alert)
@@ -1190,6 +1216,9 @@ class SQLStoreMixin:
         {'b': [('t', 0, 0.5)], 'a': [('t', 0, 0.5)], 'z': []}
         >>> s.close()
         """
+        if isinstance(device_ids, str | bytes):  # its characters were read as device ids
+            raise StoreError(f"query_many: device_ids must be a list of device ids. Got "
+                             f"{device_ids!r} (one id: pass [{device_ids!r}]) instead.")
         ids = list(dict.fromkeys(str(d) for d in device_ids))
         check_text_args("query_many", device_ids=ids)
         limit = check_limit(limit)
@@ -1573,7 +1602,7 @@ class SQLStoreMixin:
         return self.seq_watermark(device_id)
 
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
-        """Conflicting readings, newest first."""
+        """Conflicting readings, newest first, at most ``limit`` (None: all of them)."""
         check_text_args("conflicts", device_id=device_id)
         return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]
 
@@ -1623,8 +1652,9 @@ class SQLStoreMixin:
         after: tuple[int, int, str] | None = None,
     ) -> list[Alert]:
         """Live alerts (none merged into another), newest first (by ``start_ns``, then
-        creation, then id), filtered; with ``after``, the ``(start_ns, created_ns, id)`` of
-        the last alert of a page, the next page: the alerts that follow it in that order.
+        creation, then id), filtered, at most ``limit`` (None: all of them); with ``after``,
+        the ``(start_ns, created_ns, id)`` of the last alert of a page, the next page: the
+        alerts that follow it in that order.
 
         >>> from edgewise.store import open_store
         >>> from edgewise.store.base import Alert
@@ -1646,7 +1676,7 @@ class SQLStoreMixin:
                                      after=after)
         rows = self._read(
             f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"{ALERT_ORDER} LIMIT {n}",
+            f"{ALERT_ORDER}{limit_sql(n)}",
             params,
         )
         return [_alert_from_row(r) for r in rows]

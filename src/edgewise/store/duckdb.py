@@ -1590,11 +1590,15 @@ class DuckDBStore(SQLStoreMixin):
         with self._wlock:
             self._check_open()
             con = self._con
-            if update is not None:
-                row = con.execute(*update).fetchone()
-                if not row or int(row[0]) == 0:
-                    raise KeyError(alert_id)
-            return self._alert_on(con, alert_id)
+            try:
+                if update is not None:
+                    row = con.execute(*update).fetchone()
+                    if not row or int(row[0]) == 0:
+                        raise KeyError(alert_id)
+                return self._alert_on(con, alert_id)
+            except duckdb.Error as exc:  # a StoreError, as every other write's (and PG's)
+                raise StoreError(
+                    f"Updating alert {alert_id!r} in {self.url!r} failed: {exc}") from exc
 
     def acknowledge_alert(self, alert_id: str, by: str, **changes: Any) -> tuple[Alert, bool]:
         """Acknowledge a live alert by ``by`` unless it is acknowledged already, with
