@@ -130,7 +130,7 @@ def test_quiet_root_warnings_keeps_the_advice_off_stderr() -> None:
     later warning printed plainly."""
     code = (
         "import logging\n"
-        "from edgewise.bench.edge import quiet_root_warnings\n"
+        "from edgewise.edge.export_onnx import quiet_root_warnings\n"
         "with quiet_root_warnings():\n"
         "    logging.warning('Please consider to run pre-processing before quantization.')\n"
         "root = logging.getLogger()\n"
@@ -144,32 +144,29 @@ def test_quiet_root_warnings_keeps_the_advice_off_stderr() -> None:
     assert p.stderr == "later warning\n"
 
 
-def test_bench_edge_quantizes_the_mlp_with_root_warnings_quiet(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check the MLP part of ``bench edge`` quiets root warnings around its int8 ONNX export
-    (the quantization) only: the other exports, and the code after, log as before."""
-    import edgewise.bench.edge as edge
-    import edgewise.edge as exporters
-
-    quiet: list[tuple[str, str, bool]] = []
-
-    class Fake:
-        flash_bytes = ram_bytes = size_bytes = 1
-
-        def predict(self, X: np.ndarray) -> np.ndarray:
-            return np.zeros(len(X))
-
-    def fake_export(model: Any, format: str, dtype: str = "float32", **kw: Any) -> Fake:
-        quiet.append((format, dtype, not logging.getLogger().isEnabledFor(logging.WARNING)))
-        return Fake()
-
-    monkeypatch.setattr(exporters, "export", fake_export)
-    level = logging.getLogger().level
-    X = np.random.default_rng(0).normal(size=(16, 3))
-    edge._bench_mlp(X, X.sum(1), X[:4], X[:4].sum(1), steps=1)
-    assert quiet == [("c", "float32", False), ("c", "int8", False), ("onnx", "float32", False),
-                     ("onnx", "int8", True)]
-    assert logging.getLogger().level == level
+def test_int8_quantization_keeps_the_root_warnings_quiet_for_every_caller() -> None:
+    """Check an int8 ONNX export through the Python API (``quantize_int8``, as ``bench edge``
+    and ``edgewise export`` call it) prints no onnxruntime pre-processing advice on stderr:
+    the quiet block sits around the quantizer itself now, where it sat around ``bench
+    edge``'s call alone (``edgewise export`` printed the advice twice per graph), and a
+    later root warning of other code still prints."""
+    code = (
+        "import logging, numpy as np, torch\n"
+        "from edgewise.edge import export\n"
+        "torch.manual_seed(0)\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), "
+        "torch.nn.Linear(4, 1)).eval()\n"
+        "X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)\n"
+        "q = export(net, format='onnx', dtype='int8', name='m', calibration=X)\n"
+        "print(q.dtype)\n"
+        "logging.warning('later warning')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "int8", p.stdout
+    assert "pre-processing" not in p.stderr, p.stderr
+    assert "later warning" in p.stderr, p.stderr
 
 
 # -- 3. agent: arguments checked before the state dir is made ----------------------------------

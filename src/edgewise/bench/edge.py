@@ -15,19 +15,17 @@ RUL capped at 125: another test set than ``rul``'s), exported to C (float32 and 
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = ["NAB_SERIES", "SECTIONS", "choose_cut", "cmapss_fd001_windows", "nab_matrix",
-           "nab_values", "quiet_root_warnings", "rul_cut_holdout", "run"]
+           "nab_values", "rul_cut_holdout", "run"]
 
 NAB_SERIES = "realKnownCause/machine_temperature_system_failure.csv"
 #: FD001 sensors that vary (the other seven are constant or nearly so).
@@ -400,40 +398,6 @@ SECTIONS = ("detector", "detector_ewzscore", "multivariate", "rul_standin", "mlp
             "rul")
 
 
-@contextlib.contextmanager
-def quiet_root_warnings() -> Iterator[None]:
-    """Keep the root logger's warnings (onnxruntime's quantizer logs "Please consider to run
-    pre-processing before quantization..." twice through ``logging.warning``) off stderr
-    inside the block; the root logger's level and handlers are as they were afterwards.
-
-    ``logging.warning`` on a root logger without handlers first calls
-    ``logging.basicConfig``, which adds a stderr handler for good: one added inside the
-    block is removed again (and closed), so later warnings of other code are not
-    reformatted as ``WARNING:root:...``.
-
-    >>> import logging
-    >>> before = (logging.getLogger().level, list(logging.getLogger().handlers))
-    >>> with quiet_root_warnings():
-    ...     logging.warning("not shown")
-    >>> (logging.getLogger().level, list(logging.getLogger().handlers)) == before
-    True
-    """
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for h in root.handlers[:]:
-            if h not in handlers:
-                root.removeHandler(h)
-                h.close()
-        for h in handlers:
-            if h not in root.handlers:
-                root.addHandler(h)
-        root.setLevel(level)
-
-
 def _bench_rul_standin(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray,
                        repeats: int) -> dict[str, Any]:
     """A gradient-boosted tree regressor fitted on ``Xtr``, exported to C (float32, int8 and
@@ -510,8 +474,7 @@ def _bench_mlp(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarra
     m_cf = export(net, format="c", name="mlp")
     m_cq = export(net, format="c", dtype="int8", name="mlpq", calibration=Ztr)
     m_of = export(net, format="onnx", name="mlp")
-    with quiet_root_warnings():
-        m_oq = export(net, format="onnx", dtype="int8", name="mlp", calibration=Ztr[:1024])
+    m_oq = export(net, format="onnx", dtype="int8", name="mlp", calibration=Ztr[:1024])
     return {
         "model": f"MLP {Ztr.shape[1]}-32-16-1 (ReLU), {steps} full-batch Adam steps",
         "rmse_torch": _rmse(p_t, yte),

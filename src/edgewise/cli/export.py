@@ -54,7 +54,24 @@ import onnxruntime as ort
 # the graph beside this script, wherever it is run from
 sess = ort.InferenceSession(str(Path(__file__).with_name({file!r})),
                             providers=["CPUExecutionProvider"])
-vals = np.array([float(v) for v in sys.stdin.read().split()], dtype=np.{np_dtype})
+vals = []
+for i, word in enumerate(sys.stdin.read().split(), start=1):
+    try:
+        vals.append(float(word))
+    except ValueError:  # one line, not a traceback (a CSV row "1,2" is one such word)
+        sys.exit(f"error: word {{i}} on stdin, {{word!r}}, is not a number; give numbers "
+                 "separated by spaces or newlines.")
+vals = np.array(vals, dtype=np.{np_dtype})
+
+
+def whole_rows(width):
+    """``width``, where stdin held whole rows of that many numbers; else a one-line error."""
+    if vals.size % width:
+        sys.exit(f"error: {{vals.size}} numbers on stdin are not whole rows of {{width}} inputs "
+                 f"(the last row has {{vals.size % width}}); give {{width}} numbers per row.")
+    return width
+
+
 {body}
 '''
 
@@ -114,7 +131,7 @@ def t2_tail(t2, dof, n):
     return min(max(front * betacf(b, a, w) / b, 0.0), 1.0)
 
 
-X = vals.reshape(-1, D)
+X = vals.reshape(-1, whole_rows(D))
 for t2, dof, n_eff in zip(*sess.run(None, {{{feed!r}: X}})):
     t2, dof, n_eff = max(float(t2), 0.0), int(dof), float(n_eff)
     score = 0.0  # no metric scored, or too few readings for them
@@ -123,6 +140,36 @@ for t2, dof, n_eff in zip(*sess.run(None, {{{feed!r}: X}})):
         score = min(max(-math.log10(p + 1e-300) / TAIL_DIGITS, 0.0), 1.0)
     print(t2, score)'''
 
+
+#: an int8 graph (onnxruntime's static int8 clips every activation, the input's included, to
+#: the range its calibration rows reach): the rows of ``X`` holding a finite input beyond the
+#: range the graph keeps in its metadata (``edgewise.edge.export_onnx.CALIBRATION_KEYS``),
+#: named on stderr as ``OnnxExport.predict`` warns of them; the outputs are printed all the same
+_HOST_RANGE = """
+import json
+
+graph = {name!r}
+meta = sess.get_modelmeta().custom_metadata_map
+# each bound is a float32 in its shortest form: read back as that float32, as the inputs are
+lo = np.array(json.loads(meta.get({lo!r}, "[]")), np.float32).astype(np.float64)
+hi = np.array(json.loads(meta.get({hi!r}, "[]")), np.float32).astype(np.float64)
+flat = X.astype(np.float64).reshape(len(X), -1)
+if lo.size and flat.shape[1] == lo.size == hi.size and len(flat):
+    with np.errstate(invalid="ignore"):
+        beyond = np.where(flat < lo, lo - flat, np.where(flat > hi, flat - hi, 0.0))
+    beyond[~np.isfinite(flat).all(axis=1)] = 0.0  # NaN out for a NaN row: nothing to clip
+    rows = beyond.any(axis=1)
+    if rows.any():
+        r, c = np.unravel_index(int(np.argmax(beyond / np.maximum(hi - lo, 1e-300))),
+                                beyond.shape)
+        n = int(rows.sum())
+        f32 = lambda v: str(np.float32(v))  # noqa: E731  (shortest: 0.10000001 is not 0.1)
+        print(f"warning: int8 graph {{graph!r}}: {{n}} of the {{len(flat)}} rows "
+              f"{{'holds' if n == 1 else 'hold'}} an input beyond the range of the calibration "
+              f"rows (input {{c}}: {{f32(flat[r, c])}} outside [{{f32(lo[c])}}, {{f32(hi[c])}}]); "
+              "int8 clips each activation to the range the calibration rows reach, so such a "
+              "row's output can be that of the range's end.", file=sys.stderr)
+"""
 
 #: The first bytes of a model file from ``edgewise train rul`` (``RULModel.save``: this magic
 #: line, a JSON header line, the pickle); such a file is read by ``models.rul.load_model``.
@@ -504,13 +551,17 @@ def export_cmd(
 
     from edgewise.edge import CExport, OnnxExport, export
     from edgewise.edge.compress import OUTSIDE_NOTE
-    from edgewise.edge.export_onnx import EWZ_STATE_KEYS
+    from edgewise.edge.export_onnx import CALIBRATION_KEYS, EWZ_STATE_KEYS
     from edgewise.errors import ExportError
 
     if not out.strip():  # Path("") would be the working directory
         raise fail("--out must be a folder for the exported files (made if missing), e.g. "
                    f"edge-export; an empty one would mean the working directory. Got {out!r}.")
-    out_dir = Path(out)
+    # a leading ~ is the home folder, as every path option of edgewise takes it (NonBlankPath):
+    # the shell leaves it in --out=~/fw, and the files went to ./~/fw
+    out_dir = Path(out).expanduser()
+    model_file = model_file.expanduser() if model_file is not None else None
+    calibration = calibration.expanduser() if calibration is not None else None
     if detector and model_file is not None:
         raise fail(f"Give MODEL_FILE or --detector NAME, not both: got {str(model_file)!r} and "
                    f"--detector {detector!r} (--detector exports a fresh detector; a model file "
@@ -628,9 +679,12 @@ def export_cmd(
             body = _HOST_MAHA.format(tail=float(getattr(model, "tail_digits", 10.0)),
                                      feed=ex.input_names[0])
         else:
-            body = ('X = vals.reshape(-1, sess.get_inputs()[0].shape[1])\n'
-                    f'for y in sess.run(None, {{{ex.input_names[0]!r}: X}})[0]:\n'
-                    '    print(float(np.ravel(y)[0]))')
+            body = 'X = vals.reshape(-1, whole_rows(sess.get_inputs()[0].shape[1]))\n'
+            if getattr(ex, "calibration_min", None) is not None:  # int8: warn of clipped rows
+                body += _HOST_RANGE.format(name=name, lo=CALIBRATION_KEYS["min"],
+                                           hi=CALIBRATION_KEYS["max"]) + "\n"
+            body += (f'for y in sess.run(None, {{{ex.input_names[0]!r}: X}})[0]:\n'
+                     '    print(float(np.ravel(y)[0]))')
         np_dtype = "float64" if ex.dtype == "float64" else "float32"  # int8 graphs take float32
         host_py = out_dir / f"{name}_host_test.py"
         extra[host_py.name] = _HOST_ONNX.format(
@@ -647,6 +701,23 @@ def export_cmd(
                 "float32); start each stream from the detector's learned state, kept in the "
                 "graph's metadata as " + ", ".join(f"`{k}`" for k in EWZ_STATE_KEYS.values())
                 + f" ({host_py.name} does), and feed each call's `*_next` outputs to the next.\n")
+        if getattr(ex, "calibration_min", None) is not None:
+            import numpy as np
+
+            lo, hi = ex.calibration_min.ravel(), ex.calibration_max.ravel()
+            ranges = "; ".join(f"input {i}: [{np.float32(a)!s}, {np.float32(b)!s}]"
+                               for i, (a, b) in enumerate(zip(lo, hi, strict=True)))
+            if lo.size > 8:
+                ranges = f"one entry for each of its {lo.size} inputs"
+            readme += (
+                "\n## Calibration range (int8)\n\nint8 clips each activation, the inputs' "
+                "included, to the range the calibration rows reach, so a row with an input "
+                "beyond it can give the output of the range's end (the calibration RMSE does "
+                "not show it). The range of each input is kept in the graph's metadata as "
+                f"`{CALIBRATION_KEYS['min']}` and `{CALIBRATION_KEYS['max']}` (JSON lists, one "
+                f"entry per input): {ranges}. "
+                f"{host_py.name} warns on stderr of rows beyond it; calibrate on rows that "
+                "span the inputs the device will see, or export float32.\n")
     inputs = _inputs_note(model, ex, planned, contents)
     if inputs:
         readme += "\n## Inputs\n\n" + inputs[0]

@@ -21,10 +21,13 @@ or infinite input gives NaN, and a bias that int32 cannot hold at its scale is r
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,8 @@ from edgewise.edge.export_c import _F32_LIMIT, GENERATED_KEY, write_files
 from edgewise.errors import ExportError
 
 __all__ = ["CALIBRATION_KEYS", "EWZ_STATE_KEYS", "OnnxExport", "check_onnx_name",
-           "export_ewzscore", "export_torch", "export_trees", "quantize_int8"]
+           "export_ewzscore", "export_torch", "export_trees", "quantize_int8",
+           "quiet_root_warnings"]
 
 
 def check_onnx_name(name: str) -> str:
@@ -586,7 +590,7 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "f.onnx", Path(d) / "q.onnx"
         src.write_bytes(exported.model_bytes)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_root_warnings():
             warnings.simplefilter("ignore")
             # U8U8, not S8S8: see the docstring (x86 int8 weights saturate without VNNI)
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
@@ -613,6 +617,42 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
                       f"{std:.4g}); calibrate on rows that cover the inputs the device will "
                       "see, or export float32.", UserWarning, stacklevel=2)
     return replace(q, calibration_rmse=rmse, calibration_std=std, calibration_rows=len(X))
+
+
+@contextlib.contextmanager
+def quiet_root_warnings() -> Iterator[None]:
+    """Keep the root logger's warnings (onnxruntime's quantizer logs "Please consider to run
+    pre-processing before quantization..." twice through ``logging.warning``: advice to run
+    its script on the graph this module makes, which a caller cannot act on) off stderr
+    inside the block (:func:`quantize_int8` runs the quantizer in it); the root logger's
+    level and handlers are as they were afterwards.
+
+    ``logging.warning`` on a root logger without handlers first calls
+    ``logging.basicConfig``, which adds a stderr handler for good: one added inside the
+    block is removed again (and closed), so later warnings of other code are not
+    reformatted as ``WARNING:root:...``.
+
+    >>> import logging
+    >>> before = (logging.getLogger().level, list(logging.getLogger().handlers))
+    >>> with quiet_root_warnings():
+    ...     logging.warning("not shown")
+    >>> (logging.getLogger().level, list(logging.getLogger().handlers)) == before
+    True
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
 
 
 def _with_calibration_range(model_bytes: bytes, lo: np.ndarray, hi: np.ndarray) -> bytes:
