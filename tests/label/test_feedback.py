@@ -341,3 +341,42 @@ def test_window_model_classifier_silences_alarms_only_on_answered_devices() -> N
     m1 = WindowFeedbackModel().fit(ws, y)
     assert m1.clf_ is not None and m1.thresholds_["b"] == pytest.approx(m1.t0_)
     assert m1.decision_function(ws)[b[52]] < -3.0  # now the classifier may silence it
+
+
+def test_numpy_bools_are_taken_as_bools() -> None:
+    """``protect`` (FeedbackDetector) and ``classifier`` (WindowFeedbackModel.fit) given as
+    numpy bools (an element of a mask, a parameter grid) were refused as "must be an
+    instance of bool"; they are bools, and ``protect`` is kept as Python's."""
+    det = FeedbackDetector(EWZScore(), protect=np.bool_(False))
+    assert det.protect is False and det.clone().protect is False
+    x = np.random.default_rng(0).normal(0, 1, 400)
+    ws = windows_from_series(x, np.arange(400) * 10**9, "d", length=20)
+    y = np.full(len(ws), -1)
+    y[:4] = [1, 0, 1, 0]
+    m = WindowFeedbackModel(classifier=np.bool_(False)).fit(ws, y)
+    assert m.clf_ is None and m.n_labels_ == 4
+    with pytest.raises(InvalidParameterError, match=r"'protect'.*bool.*Got 1"):
+        FeedbackDetector(EWZScore(), protect=1)  # type: ignore[arg-type]
+
+
+def test_a_false_alarm_scored_one_leaves_the_stream_able_to_alarm() -> None:
+    """A sensor glitch (0.0 on a stream near 20) scores 1.0; called normal, it raised the
+    threshold above the highest score any reading can get: 40, 1000 or -1000 scored 0.87
+    and nothing alarmed again. Readings scored 1.0 still alarm; the glitch's repeats are
+    silenced by the pattern memory."""
+    det = FeedbackDetector(EWZScore())
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        x = {"v": 20.0 + rng.normal(0, 0.3)}
+        det.score_one(x)
+        det.learn_one(x)
+    assert det.score_one({"v": 0.0}) >= 0.9
+    det.feedback([{"v": 0.0}], "normal")
+    for _ in range(200):
+        x = {"v": 20.0 + rng.normal(0, 0.3)}
+        det.score_one(x)
+        det.learn_one(x)
+    assert det.score_one({"v": 0.0}) < 0.9  # the false alarm's pattern
+    assert det.score_one({"v": 20.0}) < 0.9
+    for v in (100.0, 1000.0, -1000.0):
+        assert det.score_one({"v": v}) >= 0.9, v

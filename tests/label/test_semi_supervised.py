@@ -128,3 +128,51 @@ def test_features_near_1e200_or_1e_minus_200_classify_as_ordinary_ones(scale: fl
     clf = FaultClassifier(method=method, random_state=0).fit(X * scale, y)
     assert clf.predict(X * scale).tolist() == want.tolist()
     assert clf.predict(X[[60, 110]] * scale).tolist() == ["cavitation", "seal_leak"]
+
+
+def test_random_state_takes_a_numpy_integer() -> None:
+    """A seed drawn from a numpy array (np.int64) was refused as "must be an instance of
+    int or None"; any whole number is a seed, text still is not."""
+    X = [[0.0], [0.1], [3.0], [3.1]]
+    clf = FaultClassifier(random_state=np.int64(3)).fit(X, [0, -1, 1, -1])
+    assert clf.predict([[0.05], [3.05]]).tolist() == [0, 1]
+    with pytest.raises(InvalidParameterError, match=r"'random_state'.*Got 'x'"):
+        FaultClassifier(random_state="x").fit(X, [0, -1, 1, -1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("per_cluster", [2, 4, 8])
+def test_few_windows_keep_their_clusters_classes(per_cluster: int) -> None:
+    """Label spreading over a few windows (a device's alarms) linked each window to nearly
+    every other (10 neighbours of at most 16), spreading the labels evenly: every window,
+    and every window predicted, took one class, whatever cluster it lay in."""
+    X = np.r_[np.linspace(0, 0.2, per_cluster), np.linspace(3, 3.2, per_cluster)][:, None]
+    y = np.full(len(X), -1, dtype=object)
+    y[[0, per_cluster]] = ["cavitation", "seal_leak"]
+    clf = FaultClassifier().fit(X, y)
+    assert clf.transduction_.tolist() == ["cavitation"] * per_cluster + ["seal_leak"] * per_cluster
+    assert clf.predict([[0.1], [3.1]]).tolist() == ["cavitation", "seal_leak"]
+
+
+def test_train_with_labels_classifies_unlabelled_alarms_by_their_look(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A device with seven alarms, three spikes up and four dips, one of each labelled:
+    every unlabelled dip was classed "spike" (the classifier's graph over seven alarm
+    windows joined each to all others)."""
+    from edgewise.label.store import LabelStore
+    from edgewise.label.workflow import predict_with_labels, train_with_labels
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(20, 0.3, 5000)
+    ts = (1_700_000_000 + 60 * np.arange(5000)) * 10**9
+    ups, dips = [800, 1800, 2800], [1300, 2300, 3300, 4300]
+    for a in ups:
+        v[a:a + 5] += 6
+    for a in dips:
+        v[a:a + 20] -= 4
+    hist = (ts, v[:, None], ["t"])
+    store = LabelStore(tmp_path)
+    store.add("p", int(ts[ups[0]]), int(ts[ups[0] + 5]), "spike")
+    store.add("p", int(ts[dips[0]]), int(ts[dips[0] + 20]), "dip")
+    out = train_with_labels(hist, "p", store, tmp_path, window=50)
+    faults = {int((w["start_ns"] - ts[0]) // (60 * 10**9)): w["fault"]
+              for w in predict_with_labels(hist, out["path"]) if w["alarm"]}
+    assert faults == {**{a: "spike" for a in ups}, **{a: "dip" for a in dips}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgewise.errors import InvalidParameterError
 from edgewise.label.windows import windows_from_series
 
 
@@ -78,3 +79,22 @@ def test_window_features_stay_finite_and_see_a_huge_reading(spike: float) -> Non
     spread = ws.features[:, ws.feature_names.index("c0_spread")]
     assert int(np.argmax(spread)) == 5  # the window holding reading 105
 
+
+
+@pytest.mark.parametrize("back_at", [50, 60])
+def test_a_clock_going_back_is_not_called_repeated_times(back_at: int) -> None:
+    """A history whose clock goes back two hours at a window's end (or inside the last
+    window) was refused as "readings 1 to 50 (and the next) all have ts_ns 0 ... Merge
+    repeated times first": no two readings shared a time. The message says the time goes
+    back, and what to do."""
+    ts = np.arange(100) * 60 * 10**9
+    ts[back_at:] -= 2 * 3600 * 10**9
+    with pytest.raises(InvalidParameterError, match=r"would end before it starts.*time goes back.*"
+                       r"Put the readings in time order") as caught:
+        windows_from_series(np.zeros(100), ts, "d", length=50)
+    assert "repeated" not in str(caught.value)
+    # repeated times are still called so
+    with pytest.raises(InvalidParameterError,
+                       match=r"no duration: readings 1 to 50 .*all have ts_ns 0"):
+        windows_from_series(np.zeros(100), np.r_[np.zeros(60), np.arange(1, 41)] * 10**9,
+                            "d", length=50)

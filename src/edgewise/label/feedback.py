@@ -126,6 +126,8 @@ class FeedbackDetector(Detector):
                 f"The 'detector' parameter of FeedbackDetector must be a Detector. "
                 f"Got {type(detector).__name__} instead."
             )
+        # numpy's bool (a mask's element, np.bool_) is a bool too: kept as Python's
+        protect = bool(protect) if isinstance(protect, np.bool_) else protect
         validate_params(self._constraints, {"threshold": threshold, "protect": protect,
                                             "tolerance": tolerance, "step": step,
                                             "max_lower": max_lower}, self)
@@ -174,7 +176,8 @@ class FeedbackDetector(Detector):
         """Tell the detector what a person said about ``readings`` (an alarm's window).
 
         ``"normal"`` (a false alarm) raises the stream's threshold just above these
-        readings' scores, remembers them as a normal pattern and learns them;
+        readings' scores (at most so high that a reading scored 1.0 still alarms),
+        remembers them as a normal pattern and learns them;
         ``"anomaly"`` or a fault class keeps them out of learning, and lowers the
         threshold if they had not raised an alarm, by at most ``max_lower``: readings
         scored lower than that look ordinary to the detector and change nothing but
@@ -197,7 +200,12 @@ class FeedbackDetector(Detector):
             zmax = max(self._raw_z(r) for r in rows)
             self.normal_patterns_.extend(rows)
             if zmax - self.offset_ >= z_thr:
-                self.offset_ = min(zmax - z_thr + self.step, _ZMAX)
+                # at most so high that a reading scored 1.0 still alarms: raised above
+                # the highest score (z of 1.0 is _ZMAX), the threshold alarmed on nothing
+                # ever again (a sensor glitch called normal scored 1.0, and so did every
+                # fault after it); repeats of the false alarm are the pattern memory's
+                top = _ZMAX - z_thr - 1e-6
+                self.offset_ = max(self.offset_, min(zmax - z_thr + self.step, top))
             for r in rows:
                 self.detector.learn_one(r)
         else:
@@ -398,7 +406,9 @@ class WindowFeedbackModel:
                          "max_share": Interval(float, 0.0, 1.0, closed="right")},
                         {"threshold": self.threshold, "radius": self.radius,
                          "max_raise": self.max_raise, "max_lower": self.max_lower,
-                         "classifier": self.classifier, "evidence": self.evidence,
+                         "classifier": bool(self.classifier)
+                         if isinstance(self.classifier, np.bool_) else self.classifier,
+                         "evidence": self.evidence,
                          "max_share": self.max_share}, self)
         y = np.asarray(y)
         if len(y) != len(windows):

@@ -117,7 +117,9 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
     method
         ``"label_spreading"`` or ``"self_training"``.
     n_neighbors
-        Neighbours in the k-NN graph (label spreading).
+        Neighbours in the k-NN graph (label spreading; a window is its own first), at
+        most ``(n - 1) // n_classes`` of ``n`` windows (at least 2): a few windows each
+        joined to nearly all others would all take one class.
     alpha
         How much a window may move away from its given label (label spreading), in (0, 1).
     confidence
@@ -141,7 +143,8 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         "n_neighbors": Interval(int, 1, None),
         "alpha": Interval(float, 0.0, 1.0, closed="neither"),
         "confidence": Interval(float, 0.0, 1.0, closed="neither"),
-        "random_state": [int, None],
+        # any integral number, numpy's too (np.int64 from an array of seeds)
+        "random_state": [Interval(int, None, None), None],
     }
 
     def __init__(self, method: str = "label_spreading", n_neighbors: int = 10,
@@ -190,7 +193,12 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         if len(self.classes_) == 1:
             self.model_ = None
         elif self.method == "label_spreading":
-            k = min(self.n_neighbors, len(X) - 1)
+            # at most (n - 1) / classes neighbours (a window's own counts as one: at least
+            # 2): a graph of a few windows (the alarms of one device) linking each window
+            # to nearly all others spread the labels evenly, and every window took one
+            # class (two clusters of 4 windows, one labelled in each: all the second's)
+            k = min(self.n_neighbors, len(X) - 1,
+                    max(2, (len(X) - 1) // len(self.classes_)))
             self.model_ = LabelSpreading(kernel="knn", n_neighbors=k, alpha=self.alpha,
                                          max_iter=2000).fit(Z, code)
         else:

@@ -266,11 +266,21 @@ def windows_from_series(
     end_ns = np.array([ts[b] if b < T else last for b in ends], dtype=np.int64)
     empty = np.flatnonzero(end_ns <= ts[bounds])
     if len(empty):  # a clock set back an hour is fine (NAB has some); a window of no time is not
-        a = bounds[int(empty[0])]
+        i = int(empty[0])
+        a, b = bounds[i], ends[i]
+        if int(end_ns[i]) == int(ts[a]) and (ts[a:b] == ts[a]).all():
+            raise InvalidParameterError(
+                f"A window of the history would have no duration: readings {a + 1} to "
+                f"{b} (and the next) all have ts_ns {int(ts[a])}, and a label needs a "
+                "window that ends after it starts. Merge repeated times first."
+            )
+        # the clock went back across the window's end (NAB has such): not repeated times
         raise InvalidParameterError(
-            f"A window of the history would have no duration: readings {a + 1} to "
-            f"{a + length} (and the next) all have ts_ns {int(ts[a])}, and a label needs a "
-            "window that ends after it starts. Merge repeated times first."
+            f"A window of the history would end before it starts: readings {a + 1} to {b} "
+            f"start at ts_ns {int(ts[a])} and the window ends at ts_ns {int(end_ns[i])} "
+            f"(the time of the reading after them, or 1 ns after the last), as the "
+            "history's time goes back there; a label needs a window that ends after it "
+            "starts. Put the readings in time order first."
         )
     return WindowSet(
         device=np.array([device_id] * n, dtype=object),
