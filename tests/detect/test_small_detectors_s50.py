@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
+from edgewise.detect.context_likelihood import ContextLikelihood
 from edgewise.detect.drift_residual import DriftResidual
 from edgewise.detect.river_adapter import RiverHalfSpaceTrees
 from edgewise.detect.threshold import Threshold
@@ -88,17 +90,21 @@ def test_river_half_space_trees_takes_numpy_int_seed() -> None:
         det.clone().score_many(x), RiverHalfSpaceTrees(seed=3, **kw).score_many(x))
 
 
-def test_ewzscore_score_many_equals_loop_with_a_metric_named_twice() -> None:
+@pytest.mark.parametrize("make", [lambda: EWZScore(warmup=5), ContextLikelihood],
+                         ids=["ewzscore", "context-likelihood"])
+def test_score_many_equals_loop_with_a_metric_named_twice(make) -> None:
     """Columns ``["a", "b", "a"]``: the loop's reading (:func:`reading`) holds the last
-    finite ``a``, but ``score_many`` read the first column (0.34 apart on this stream)."""
+    finite ``a``, but ``score_many`` read the first column (EWZScore: 0.34 apart on this
+    stream; ContextLikelihood did not pass its columns on)."""
     from edgewise.detect.base import reading
 
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(300, 3))
+    X = rng.normal(size=(3000, 3))  # past ContextLikelihood's warm-up
     X[rng.random(X.shape) < 0.3] = np.nan
+    X[2500:2510, 2] = 50.0  # a level the first column never reads
     names = ["a", "b", "a"]
-    fast = EWZScore(warmup=5).score_many(X, names)
-    det, slow = EWZScore(warmup=5), []
+    fast = make().score_many(X, names)
+    det, slow = make(), []
     for row in X:
         x = reading(names, row)
         slow.append(det.score_one(x))

@@ -1220,8 +1220,9 @@ class ContextLikelihood(Detector):
         loop. ``X`` must be 1-D or 2-D, ``columns`` (where given) one name per column."""
         a = readings_array(X, columns)
         # the kernels skip non-finite values themselves: one column goes in as it is
+        # columns passed on: a metric named twice reads as the loop's reading() makes it
         a = np.ascontiguousarray(a[:, 0]) if a.ndim == 2 and a.shape[1] == 1 else (
-            first_finite_column(a))
+            first_finite_column(a, columns))
         if not a.flags.writeable:  # pandas 3's to_numpy(): a second compiled version of
             a = a.copy()  # each kernel (6 s on its first call) for read-only input
         out = np.empty(len(a))
