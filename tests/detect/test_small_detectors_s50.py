@@ -169,3 +169,13 @@ def test_score_many_contract_check_sees_state_lost_between_calls() -> None:
     with pytest.raises(AssertionError):
         check_score_many_equals_loop(_Forgetful(warmup=5))
     check_score_many_equals_loop(EWZScore(warmup=5))
+
+
+def test_threshold_of_zero_is_refused() -> None:
+    """Check a threshold of 0 is refused, naming it: every score is at least 0, so every
+    reading was an anomaly and, protected, none was ever learned."""
+    from edgewise.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="threshold"):
+        Threshold(EWZScore(), threshold=0.0)
+    assert Threshold(EWZScore(), threshold=1.0).threshold == 1.0

@@ -24,7 +24,7 @@ class Threshold(Detector):
     detector
         The detector whose scores are thresholded.
     threshold
-        Scores at or above it are anomalies.
+        Scores at or above it are anomalies; in (0, 1].
     protect
         When true, readings scored as anomalies are not learned, so a long fault does not
         become the new normal. It suits detectors that model a distribution (``EWZScore``,
@@ -49,7 +49,9 @@ class Threshold(Detector):
 
     _constraints: ClassVar[dict[str, Any]] = {
         "detector": Detector,
-        "threshold": Interval(float, 0.0, 1.0),
+        # above 0: every score is at least 0, so at 0 every reading was an anomaly (and,
+        # protected, none was ever learned)
+        "threshold": Interval(float, 0.0, 1.0, closed="right"),
         "protect": bool,
     }
 
