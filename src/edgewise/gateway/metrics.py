@@ -61,7 +61,9 @@ HELP: dict[str, tuple[str, str]] = {
                     "acknowledged), retained (a broker's replay of retained telemetry at "
                     "subscribe; acknowledged and dropped), bad_device (a topic no device id "
                     "fits; acknowledged and dropped), internal (an error handling it; "
-                    "acknowledged and dead-lettered).")),
+                    "acknowledged and dead-lettered), overloaded (a QoS 0 message past the "
+                    "bound of uncommitted bytes; dropped), stopping (a QoS 0 message arriving "
+                    "while the gateway stops; dropped, its device resends it).")),
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
     "edgewise_readings_late_unscored_total": (
         "counter", ("Readings stored but not scored: older than the stream's scoring "

@@ -50,6 +50,7 @@ class Batcher:
         it) holds that much or more, so one message over the bound still goes through
         alone. Room is made as each batch is taken for its commit, so at most the bound,
         one message and the batch being committed are held. :meth:`put` never waits.
+        Once :meth:`stop` has begun, both refuse a message (``False``).
 
     Examples
     --------
@@ -61,9 +62,9 @@ class Batcher:
     ...     await b.start()
     ...     b.put(Message("p", b"{}"))
     ...     await b.stop()
-    ...     return seen
+    ...     return seen, b.put(Message("p", b"{}"))  # refused once stopped
     >>> asyncio.run(main())
-    [1]
+    ([1], False)
     """
 
     def __init__(
@@ -108,9 +109,15 @@ class Batcher:
         """Start the consuming task on the running loop."""
         self._task = asyncio.create_task(self._run())
 
-    def put(self, message: Message) -> None:
-        """Queue a message (non-blocking, past any bound; call from the loop)."""
+    def put(self, message: Message) -> bool:
+        """Queue a message (non-blocking, past any bound; call from the loop). Returns
+        ``False``, queuing nothing, once :meth:`stop` has begun: the message would wait
+        behind the end of the queue, never committed nor acknowledged, so the caller must
+        handle it (as for :meth:`put_wait`)."""
+        if self._closed:
+            return False
         self._add(message)
+        return True
 
     async def put_wait(self, message: Message) -> bool:
         """Queue a message once there is room for it (see ``max_queued_bytes``); call from

@@ -2365,6 +2365,13 @@ class EmbeddedBroker:
             handler = entry[1]
             conn = handler.reader
             if isinstance(conn, _PacketLimit) and conn.outbox is not None:
+                if conn.outbox.closed:
+                    # the connection is ending (its session still reads connected): what
+                    # was queued to it is dropped with it (Outbox.close), and so is this;
+                    # not a full outbox nor a slow client
+                    log.debug("MQTT device %r (%s): %s not sent, its connection is closing",
+                              session.username, conn.peer, topic_name)
+                    continue
                 if not conn.outbox.put(topic_name, data, min(qos, 1), ack=ack):
                     self._dropped(session.username or "", conn, topic_name)
                 continue
@@ -2373,7 +2380,7 @@ class EmbeddedBroker:
 
     def _dropped(self, user: str, conn: _PacketLimit, topic_name: str) -> None:
         """Count and (at most every :attr:`CAP_LOG_EVERY_S` per device) log a message to
-        ``conn`` dropped for its full outbox."""
+        ``conn`` dropped for its full outbox (not for a closed one: :meth:`_deliver`)."""
         self.count("edgewise_mqtt_deliveries_dropped_total", reason="outbox_full")
         logged_at, dropped = self._drop_log.get(user, (-self.CAP_LOG_EVERY_S, 0))
         now = time.monotonic()

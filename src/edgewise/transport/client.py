@@ -1064,6 +1064,11 @@ class ExternalBroker:
         reason="internal"}``) and logged; its device, its ack not having moved, resends
         it."""
         if self._closing:  # not acknowledged: the broker sends it again at the next start
+            try:
+                topic_name = msg.topic
+            except UnicodeDecodeError:  # nothing raised here may reach paho
+                topic_name = repr(msg._topic)
+            self._drop_stopping(msg.qos, topic_name)
             return
         try:
             received_ns = time.time_ns()
@@ -1081,12 +1086,34 @@ class ExternalBroker:
             m = Message(device, bytes(msg.payload), received_ns,
                         token=(msg.mid, msg.qos, self._epoch, 0))
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self.batcher.put, m)
+            self._loop.call_soon_threadsafe(self._queue, m)
         except Exception as exc:  # not acknowledged: the broker sends it again
             self._let_go(device, len(msg.payload))
             self._log_failure("an MQTT message could not be queued for its commit (not "
                               "acknowledged: the broker sends it again at the next connect)",
                               exc)
+
+    def _queue(self, message: Message) -> None:
+        """Hand ``message`` to the batcher (on the loop). One that comes after the stop
+        began (it passed :meth:`_on_message` just before) is refused by the batcher: it is
+        no longer held, and is dropped as :meth:`_drop_stopping` says."""
+        if not self.batcher.put(message):
+            self._let_go(message.device_id, len(message.payload))
+            self._drop_stopping(message.token[1], self._topic(message.device_id, "telemetry"))
+
+    def _drop_stopping(self, qos: int, topic_name: str) -> None:
+        """A message that came while the gateway stops is dropped, not acknowledged: the
+        broker sends a QoS 1 or 2 one again at the next start; a QoS 0 one is lost here
+        (its device, its ack not having moved, resends it), so it is counted
+        (``edgewise_messages_refused_total{reason="stopping"}``) and logged at most every
+        10 s."""
+        if qos:
+            return
+        self.count("edgewise_messages_refused_total", reason="stopping")
+        self._log_failure(f"MQTT QoS 0 message on {_shown_topic(topic_name)} dropped: the "
+                          "gateway is stopping; its device resends it, its ack not having "
+                          "moved (edgewise_messages_refused_total{reason=\"stopping\"})",
+                          key="stopping")
 
     def _drop_overloaded(self, msg: mqtt.MQTTMessage, device: str) -> None:
         """Drop a QoS 0 message that came while its device (or all) held their bound of
@@ -1283,7 +1310,7 @@ class ExternalBroker:
 
         def put() -> None:
             self._retries.discard(handle)
-            self.batcher.put(message)
+            self._queue(message)
 
         handle = self._loop.call_later(delay, put)
         self._retries.add(handle)
