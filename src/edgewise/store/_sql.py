@@ -184,16 +184,36 @@ def limit_sql(n: int | None) -> str:
 _INT64_MAX = 2**63 - 1
 
 
-def _before(column: str, ts_ns: Any, ph: str) -> tuple[str, int]:
+def _cut_ns(ts_ns: Any, what: str = "ts_ns") -> int:
+    """The retention cut ``ts_ns`` as an int (a finite float is truncated, as ``int()``
+    does); NaN, an infinity or a non-number is a :class:`StoreError` naming ``what`` (it
+    was ``int()``'s raw ValueError, OverflowError or TypeError).
+
+    >>> _cut_ns(5.7)
+    5
+    >>> _cut_ns(float("nan"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: ts_ns must be a time in nanoseconds (an int, or a finite number). Got nan instead.
+    """  # noqa: E501
+    try:
+        return int(ts_ns)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StoreError(f"{what} must be a time in nanoseconds (an int, or a finite "
+                         f"number). Got {ts_ns!r} instead.") from exc
+
+
+def _before(column: str, ts_ns: Any, ph: str, what: str = "ts_ns") -> tuple[str, int]:
     """SQL of "``column`` before the cut ``ts_ns``" and its parameter, the cut clamped to
     int64: past the last int64 time it is "``column`` <= 2**63 - 1" (every row; the cut
     as given was PostgreSQL's "bigint out of range"), before the first "``column`` <
-    -2**63" (none).
+    -2**63" (none). A cut that is no time (NaN) is a :class:`StoreError` naming ``what``
+    (:func:`_cut_ns`).
 
     >>> _before("ts_ns", 10**30, "?"), _before("ts_ns", -(10**30), "?")
     (('ts_ns <= ?', 9223372036854775807), ('ts_ns < ?', -9223372036854775808))
     """
-    t = int(ts_ns)
+    t = _cut_ns(ts_ns, what)
     if t > _INT64_MAX:
         return f"{column} <= {ph}", _INT64_MAX
     return f"{column} < {ph}", max(t, -(2**63))
@@ -603,7 +623,7 @@ def recorded_cut(ts_ns: Any) -> int:
     >>> recorded_cut(10**30) == 2**63 - 1, recorded_cut(5)
     (True, 5)
     """
-    return min(max(int(ts_ns), -(2**63)), _INT64_MAX)
+    return min(max(_cut_ns(ts_ns), -(2**63)), _INT64_MAX)
 
 
 def record_trims(ts_ns: int, device_id: str | None, ph: str) -> list[tuple[str, list[Any]]]:
@@ -644,17 +664,27 @@ def insert_alert(alert: Alert, ph: str, *, raised: bool = False) -> tuple[str, l
     (15, ['a1', 'd', 1])
     >>> insert_alert(Alert("d", 1, 2, 0.5, id="a1", created_ns=5), "?", raised=True)[0].count("?")
     16
+    >>> insert_alert(Alert("d", 9, 2, 0.5), "?")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Storing alert for device 'd': start_ns (9) is after end_ns (2); an alert's start_ns must be at most its end_ns (an alert of one reading has both at its time).
 
     The columns are named, so a table that got ``merged_into`` (or ``raised_seq``) added
     later (at the end) takes the row as well as a new one. With ``raised`` the SQL also
     names ``raised_seq``, whose value (from :func:`next_raised_seq`, in the inserting
-    transaction) the caller appends to the row.
-    """
+    transaction) the caller appends to the row. An alert starting after its end is refused
+    (it was stored).
+    """  # noqa: E501
     _check_alert_fields(alert.status, alert.label)
     what = f"Storing alert for device {alert.device_id!r}"
     check_alert_text({n: getattr(alert, n) for n in ("id", *_ALERT_TEXT)}, what)
     check_alert_numbers({"score": alert.score, "drivers": alert.drivers,
                          **{n: getattr(alert, n) for n in _ALERT_TIMES}}, what)
+    if int(alert.start_ns) > int(alert.end_ns):  # stored, it was listed and merged wrongly
+        raise StoreError(
+            f"{what}: start_ns ({alert.start_ns!r}) is after end_ns ({alert.end_ns!r}); an "
+            "alert's start_ns must be at most its end_ns (an alert of one reading has both "
+            "at its time).")
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
     row = _alert_row(alert)
@@ -805,7 +835,7 @@ def prune_events_where(before_ns: int, device_id: str | None,
     ('at_ns < ? AND device_id = ?', [5, 'd'])
     """
     check_text_args("prune_alert_events", device_id=device_id)
-    cut, t = _before("at_ns", before_ns, ph)
+    cut, t = _before("at_ns", before_ns, ph, "before_ns")
     where = cut + (f" AND device_id = {ph}" if device_id is not None else "")
     return where, [t] + ([device_id] if device_id is not None else [])
 
@@ -1029,7 +1059,7 @@ class SQLStoreMixin:
         return int(self._read(f"SELECT count(*) FROM readings WHERE {where}", params)[0][0])
 
     def times_before(self, device_id: str, metric: str, before_ns: int,
-                     limit: int = 5) -> list[int]:
+                     limit: int | None = 5) -> list[int]:
         """The times of the newest ``limit`` readings of ``device_id``'s ``metric`` before
         ``before_ns``, oldest first: the history a report of a range starting there
         judges a slow metric's spacing by. Only those rows are read (a primary-key scan
@@ -1044,10 +1074,11 @@ class SQLStoreMixin:
         >>> s.close()
         """
         check_text_args("times_before", device_id=device_id, metric=metric)
+        n = check_limit(limit)
         ph = self._ph
         rows = self._read(
             f"SELECT ts_ns FROM readings WHERE device_id = {ph} AND metric = {ph} AND "
-            f"ts_ns < {ph} ORDER BY ts_ns DESC LIMIT {max(0, int(limit))}",
+            f"ts_ns < {ph} ORDER BY ts_ns DESC{limit_sql(n)}",
             [device_id, metric, int(before_ns)])
         return sorted(int(r[0]) for r in rows)
 
@@ -1299,7 +1330,7 @@ class SQLStoreMixin:
         self._write_event(con, absorbed, EVENT_MERGED, MERGE_ACTOR, time.time_ns(),
                           {"merged_into": into, "also_merged": [str(r[0]) for r in moved]})
 
-    def alert_events(self, after_id: int = 0, limit: int = 1000) -> list[AlertEvent]:
+    def alert_events(self, after_id: int = 0, limit: int | None = 1000) -> list[AlertEvent]:
         """Alert events numbered above ``after_id``, oldest first, at most ``limit`` (see
         ``Store.alert_events``).
 
@@ -1311,14 +1342,15 @@ class SQLStoreMixin:
         [(1, 'alert.acknowledged', {'acked_by': 'ops'})]
         >>> s.close()
         """
+        n = check_limit(limit)
         rows = self._read(
             f"SELECT {', '.join(_EVENT_COLUMNS)} FROM alert_events WHERE id > {self._ph} "
-            f"ORDER BY id LIMIT {max(0, int(limit))}", [int(after_id)])
+            f"ORDER BY id{limit_sql(n)}", [int(after_id)])
         return [AlertEvent(int(i), str(a), str(d), str(e), str(who), int(at), json.loads(x))
                 for i, a, d, e, who, at, x in rows]
 
     def alert_events_for(self, alert_id: str, after_id: int = 0,
-                         limit: int = 1000) -> list[AlertEvent]:
+                         limit: int | None = 1000) -> list[AlertEvent]:
         """The alert events of alert ``alert_id`` numbered above ``after_id``, oldest first,
         at most ``limit`` (see ``Store.alert_events_for``).
 
@@ -1334,10 +1366,11 @@ class SQLStoreMixin:
         >>> s.close()
         """
         check_text_args("alert_events_for", alert_id=alert_id)
+        n = check_limit(limit)
         rows = self._read(
             f"SELECT {', '.join(_EVENT_COLUMNS)} FROM alert_events "
             f"WHERE alert_id = {self._ph} AND id > {self._ph} "
-            f"ORDER BY id LIMIT {max(0, int(limit))}", [alert_id, int(after_id)])
+            f"ORDER BY id{limit_sql(n)}", [alert_id, int(after_id)])
         return [AlertEvent(int(i), str(a), str(d), str(e), str(who), int(at), json.loads(x))
                 for i, a, d, e, who, at, x in rows]
 
@@ -1356,7 +1389,8 @@ class SQLStoreMixin:
                 "ew_meta), which opening the store makes; reopen it to make it.")
         return int(rows[0][0])
 
-    def raised_alerts(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Alert]]:
+    def raised_alerts(self, after_seq: int = 0,
+                      limit: int | None = 1000) -> list[tuple[int, Alert]]:
         """Live alerts numbered (``raised_seq``) above ``after_seq``, as ``(number,
         alert)``, in number (commit) order, at most ``limit`` (see
         ``Store.raised_alerts``).
@@ -1370,14 +1404,15 @@ class SQLStoreMixin:
         ([2], 2)
         >>> s.close()
         """
+        n = check_limit(limit)
         ph = self._ph
         rows = self._read(
             f"SELECT raised_seq, {', '.join(_ALERT_COLUMNS)} FROM alerts "
             f"WHERE raised_seq > {ph} AND merged_into IS NULL "
-            f"ORDER BY raised_seq LIMIT {max(0, int(limit))}", [int(after_seq)])
+            f"ORDER BY raised_seq{limit_sql(n)}", [int(after_seq)])
         return [(int(r[0]), _alert_from_row(r[1:])) for r in rows]
 
-    def unnumbered_alerts(self, created_after_ns: int, limit: int = 1000, *,
+    def unnumbered_alerts(self, created_after_ns: int, limit: int | None = 1000, *,
                           after: tuple[int, str] | None = None) -> list[Alert]:
         """Live alerts without a raise number created after ``created_after_ns``, oldest
         first (by creation, then id), at most ``limit``; with ``after``, the
@@ -1391,6 +1426,7 @@ class SQLStoreMixin:
         []
         >>> s.close()
         """
+        n = check_limit(limit)
         ph = self._ph
         sql = (f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts "
                f"WHERE raised_seq IS NULL AND merged_into IS NULL AND created_ns > {ph}")
@@ -1398,7 +1434,7 @@ class SQLStoreMixin:
         if after is not None:
             sql += f" AND (created_ns > {ph} OR (created_ns = {ph} AND id > {ph}))"
             params += [int(after[0]), int(after[0]), str(after[1])]
-        rows = self._read(f"{sql} ORDER BY created_ns, id LIMIT {max(0, int(limit))}",
+        rows = self._read(f"{sql} ORDER BY created_ns, id{limit_sql(n)}",
                           params)
         return [_alert_from_row(r) for r in rows]
 

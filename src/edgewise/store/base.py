@@ -188,7 +188,7 @@ class Store(Protocol):
         ...
 
     def times_before(self, device_id: str, metric: str, before_ns: int,
-                     limit: int = 5) -> list[int]:
+                     limit: int | None = 5) -> list[int]:
         """The times of the newest ``limit`` readings of the device's ``metric`` before
         ``before_ns`` (``[]`` for none), oldest first, reading only those: the history a
         quality report of a range starting at ``before_ns`` judges a slow metric by."""
@@ -351,7 +351,8 @@ class Store(Protocol):
         :meth:`raised_alerts`)."""
         ...
 
-    def raised_alerts(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Alert]]:
+    def raised_alerts(self, after_seq: int = 0,
+                      limit: int | None = 1000) -> list[tuple[int, Alert]]:
         """The live alerts whose raise number is above ``after_seq``, as ``(number,
         alert)``, lowest number first, at most ``limit``.
 
@@ -376,7 +377,7 @@ class Store(Protocol):
         """
         ...
 
-    def unnumbered_alerts(self, created_after_ns: int, limit: int = 1000, *,
+    def unnumbered_alerts(self, created_after_ns: int, limit: int | None = 1000, *,
                           after: tuple[int, str] | None = None) -> list[Alert]:
         """The live alerts without a raise number (written before the store kept
         numbers, or by an older Edgewise beside this one) created after
@@ -431,7 +432,7 @@ class Store(Protocol):
         """
         ...
 
-    def alert_events(self, after_id: int = 0, limit: int = 1000) -> list[AlertEvent]:
+    def alert_events(self, after_id: int = 0, limit: int | None = 1000) -> list[AlertEvent]:
         """The alert events (acknowledgements and labels, written by
         :meth:`acknowledge_alert`; merges, written by :meth:`merge_alert`) numbered above
         ``after_id``, oldest first, at most ``limit``: the outbox the alert webhooks send
@@ -456,7 +457,7 @@ class Store(Protocol):
         ...
 
     def alert_events_for(self, alert_id: str, after_id: int = 0,
-                         limit: int = 1000) -> list[AlertEvent]:
+                         limit: int | None = 1000) -> list[AlertEvent]:
         """The alert events of alert ``alert_id`` only (as :meth:`alert_events` lists them)
         numbered above ``after_id``, oldest first, at most ``limit``: what one alert's
         writes made, read without listing every other alert's events (an API request

@@ -1674,7 +1674,11 @@ class DuckDBStore(SQLStoreMixin):
         """One alert by id (a merged one too); ``KeyError`` if unknown."""
         check_text_args("get_alert", alert_id=alert_id)
         with self._gate.shared():
-            return self._alert_on(self._reader(), alert_id)
+            try:
+                return self._alert_on(self._reader(), alert_id)
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"Reading alert {alert_id!r} from {self.url!r} failed: {exc}") from exc
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -1682,7 +1686,10 @@ class DuckDBStore(SQLStoreMixin):
         """Fold the write-ahead log into the database file."""
         with self._wlock:
             self._check_open()
-            self._con.execute("CHECKPOINT")
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                raise StoreError(f"Checkpoint of {self.url!r} failed: {exc}") from exc
 
     def _close_cursors(self) -> None:
         """Close every reader thread's cursor (they belong to the connection going away)."""

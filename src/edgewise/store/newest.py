@@ -9,8 +9,22 @@ from edgewise.config import MAX_READINGS
 
 __all__ = ["newest_rows"]
 
-#: Look-ups :func:`newest_rows` makes at most to find the newest span under its limit.
+#: The fewest rounds :func:`newest_rows` allows its search. It was the bound: a range
+#: wider than 2**40 times the newest span (a device with one reading from a clock at 1970
+#: and the rest dense, now) ran out of rounds and got the range's oldest rows back, the
+#: first metric's. :func:`_probes` gives as many as halving the range to one nanosecond
+#: takes (at most 66 look-ups for int64 times), so the search always ends at its span.
 _MAX_PROBES = 40
+
+
+def _probes(lo: int, hi: int) -> int:
+    """Rounds of :func:`newest_rows`'s search over ``[lo, hi)``: a look-up for each
+    halving down to one nanosecond, one for the first guess, and the round that stops.
+
+    >>> _probes(0, 2**64)
+    67
+    """
+    return max(_MAX_PROBES, (hi - lo).bit_length() + 2)
 
 
 def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | None,
@@ -26,7 +40,9 @@ def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | 
 
     Each look-up reads at most ``limit + 1`` rows (the store's ``limit``), so memory stays
     bounded however long the range; the span is found by halving it, from a first guess by
-    the device's reading rate, in at most 40 look-ups.
+    the device's reading rate, in at most one look-up per bit of the range's width (66
+    for int64 times; :func:`_probes`). Only more than ``limit`` readings at the newest
+    instant give rows that are not the newest span's: that instant's first ``limit``.
 
     >>> from edgewise.store import open_store
     >>> from edgewise.telemetry import Reading
@@ -60,7 +76,7 @@ def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | 
         if metric is not None and summary.metrics:
             per_ns /= len(summary.metrics)
         guess = hi - int(0.9 * limit / per_ns)
-    for _ in range(_MAX_PROBES):
+    for _ in range(_probes(lo, hi)):
         mid = guess if guess is not None and lo < guess < good else lo + (good - lo) // 2
         guess = None
         if not lo < mid < good:
@@ -72,7 +88,7 @@ def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | 
                 break
         else:
             lo = mid
-    if best is None:  # more than limit at one instant (or no span found): its first rows
+    if best is None:  # more than limit at the newest instant, [hi - 1, hi): its first rows
         best = store.query(device_id, metric, lo, hi, None, limit)
         good = lo
     return best, good, True
