@@ -1,7 +1,8 @@
 """A device that speaks MQTT like a real one: numbered messages, kept until acknowledged.
 
 :class:`MqttDevice` numbers its messages with ``seq`` from 1 (or from the gateway's
-retained ack + 1 when it restarts), keeps every message until the gateway's ack covers
+ack + 1 when it restarts: the embedded broker sends it when the device subscribes, an
+external broker keeps it retained), keeps every message until the gateway's ack covers
 it, and resends whatever is unacknowledged after each reconnect (each message once: paho's
 own unacknowledged copies are dropped first, and nothing is handed to paho while the link
 is down) and, a bounded batch at a time, oldest first, when acks stop coming (after
@@ -134,7 +135,7 @@ class MqttDevice:
     # -- connection ----------------------------------------------------------------------
     def start(self, timeout: float = 10.0, resume: bool = True) -> MqttDevice:
         """Connect, subscribe to acks and dead letters; with ``resume`` continue from the
-        retained ack (so a restarted device does not reuse seqs).
+        ack its subscription brings (so a restarted device does not reuse seqs).
 
         When it cannot connect within ``timeout`` it stops its network thread and raises
         :class:`ConnectionError` naming the last error (a TLS certificate that does not
