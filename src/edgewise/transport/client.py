@@ -515,7 +515,9 @@ class ExternalBroker:
         self._epoch = 0
         self._ack_lock = threading.RLock()  # paho may call on_disconnect inside ack()
         self._gone = threading.Event()  # set once the connection closed at stop()
-        self._retries: set[asyncio.TimerHandle] = set()
+        # scheduled retries and resubscribes: each with the message it tries again (None
+        # for a resubscribe), so that a stop cancelling them can count what it drops
+        self._retries: dict[asyncio.TimerHandle, Message | None] = {}
         self.client_id: str = (self.cfg["client_id"] or kept_id
                                or f"edgewise-gateway-{secrets.token_hex(6)}")
         self._id_file = Path(data_dir) / CLIENT_ID_FILE if data_dir is not None else None
@@ -738,16 +740,22 @@ class ExternalBroker:
         having moved. Committing that backlog first held the stop for as long as its
         commits took, and then their detection (1,000 messages of 250 readings sent at
         once, SIGINT 3 s later: 706 more messages committed, a 19-27 s stop, past ``docker
-        stop``'s 10 s and its SIGKILL; now 0.7 s for this part, ``MAX_BATCH_BYTES``)."""
-        self._closing = True  # _on_message takes nothing more
+        stop``'s 10 s and its SIGKILL; now 0.7 s for this part, ``MAX_BATCH_BYTES``).
+        What is dropped so is no longer held (:meth:`held_bytes`), and a QoS 0 one is
+        counted as :meth:`_drop_stopping` says."""
+        self._closing = True  # _on_message takes nothing more (nor _retry_later)
+        waiting = [m for m in self._retries.values() if m is not None]
         for handle in self._retries:
             handle.cancel()
         self._retries.clear()
-        dropped = await self.batcher.stop(drop_queued=True)
+        dropped = waiting + await self.batcher.stop(drop_queued=True)
         if dropped:
             log.info("gateway stopping: %d MQTT messages received but not yet committed "
                      "are left unacknowledged (the broker sends them again at the next "
                      "start; QoS 0 ones are resent by their devices)", len(dropped))
+        for m in dropped:  # no longer held; a QoS 0 one is lost here: counted
+            self._let_go(m.device_id, len(m.payload))
+            self._drop_stopping(m.token[1], self._topic(m.device_id, "telemetry"))
         self._stopping = True
         self._gone.clear()
         connected = self.client.is_connected()
@@ -895,14 +903,14 @@ class ExternalBroker:
         assert self._loop is not None
 
         def again() -> None:
-            self._retries.discard(handle)
+            self._retries.pop(handle, None)
             if self._closing or epoch != self._epoch or not self.client.is_connected():
                 return  # a new connection subscribes at its connect
             with self._sub_lock:  # its SUBACK is matched on paho's thread
                 _, self._sub_mid = self.client.subscribe(self._topic("+", "telemetry"), qos=1)
 
         handle = self._loop.call_later(self.RESUBSCRIBE_S, again)
-        self._retries.add(handle)
+        self._retries[handle] = None
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this inside its ``except OSError`` around the connect: the exception
@@ -1306,14 +1314,21 @@ class ExternalBroker:
             self._puback(m)
 
     def _retry_later(self, delay: float, message: Message) -> None:
+        """Queue ``message`` for a commit again in ``delay`` seconds; once the stop began
+        (the commit that stop() waits for failed) it is dropped now as :meth:`_queue` would
+        drop it then (a retry scheduled after stop() cancelled the others outlived it)."""
         assert self._loop is not None
+        if self._closing:
+            self._let_go(message.device_id, len(message.payload))
+            self._drop_stopping(message.token[1], self._topic(message.device_id, "telemetry"))
+            return
 
         def put() -> None:
-            self._retries.discard(handle)
+            self._retries.pop(handle, None)
             self._queue(message)
 
         handle = self._loop.call_later(delay, put)
-        self._retries.add(handle)
+        self._retries[handle] = message
 
     def forget_device(self, device_id: str, timeout: float = 10.0) -> bool:
         """Clear the device's retained ack on the broker: publish a zero-length retained
