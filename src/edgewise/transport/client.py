@@ -754,8 +754,7 @@ class ExternalBroker:
                      "are left unacknowledged (the broker sends them again at the next "
                      "start; QoS 0 ones are resent by their devices)", len(dropped))
         for m in dropped:  # no longer held; a QoS 0 one is lost here: counted
-            self._let_go(m.device_id, len(m.payload))
-            self._drop_stopping(m.token[1], self._topic(m.device_id, "telemetry"))
+            self._give_up_stopping(m)
         self._stopping = True
         self._gone.clear()
         connected = self.client.is_connected()
@@ -1106,8 +1105,13 @@ class ExternalBroker:
         began (it passed :meth:`_on_message` just before) is refused by the batcher: it is
         no longer held, and is dropped as :meth:`_drop_stopping` says."""
         if not self.batcher.put(message):
-            self._let_go(message.device_id, len(message.payload))
-            self._drop_stopping(message.token[1], self._topic(message.device_id, "telemetry"))
+            self._give_up_stopping(message)
+
+    def _give_up_stopping(self, message: Message) -> None:
+        """``message``, received but not to be committed now the gateway stops: no longer
+        held, and dropped as :meth:`_drop_stopping` says (counted where QoS 0)."""
+        self._let_go(message.device_id, len(message.payload))
+        self._drop_stopping(message.token[1], self._topic(message.device_id, "telemetry"))
 
     def _drop_stopping(self, qos: int, topic_name: str) -> None:
         """A message that came while the gateway stops is dropped, not acknowledged: the
@@ -1319,8 +1323,7 @@ class ExternalBroker:
         drop it then (a retry scheduled after stop() cancelled the others outlived it)."""
         assert self._loop is not None
         if self._closing:
-            self._let_go(message.device_id, len(message.payload))
-            self._drop_stopping(message.token[1], self._topic(message.device_id, "telemetry"))
+            self._give_up_stopping(message)
             return
 
         def put() -> None:
